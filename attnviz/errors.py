@@ -1,0 +1,40 @@
+"""Errors that name the problem and the fix.
+
+Every error attnviz raises on bad input derives from AttnvizError, so a notebook or widget can
+catch one type and show the message as it is.
+"""
+
+from __future__ import annotations
+
+
+class AttnvizError(Exception):
+    """Base class: the message says what is wrong and how to fix it."""
+
+
+class UnknownModelError(AttnvizError, KeyError):
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelUnavailableError(AttnvizError):
+    """The model is known but cannot be loaded here (offline, package missing)."""
+
+
+class LayerOutOfRangeError(AttnvizError, IndexError):
+    pass
+
+
+class EmptyTextError(AttnvizError, ValueError):
+    pass
+
+
+class ContextTooLongError(AttnvizError, ValueError):
+    pass
+
+
+class StoreMismatchError(AttnvizError, ValueError):
+    """An activation store or dictionary was made for another model, layer or hook."""
+
+
+class CorruptStoreError(AttnvizError, OSError):
+    """A file on disk is truncated or does not match its manifest."""

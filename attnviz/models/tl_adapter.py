@@ -1,0 +1,167 @@
+"""The adapter over a TransformerLens HookedTransformer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnviz.models.adapter import (
+    AddToResidual,
+    AttentionActivations,
+    Intervention,
+    ModelAdapter,
+    ModelSpec,
+    QKWeights,
+    ReplacePattern,
+    Splice,
+    normalise,
+    positions_index,
+)
+from attnviz.models.rotary import Rotary
+
+_SPLICE_HOOKS = {
+    "resid_pre": "blocks.{L}.hook_resid_pre",
+    "z": "blocks.{L}.attn.hook_z",
+    "attn_out": "blocks.{L}.hook_attn_out",
+    "resid_post": "blocks.{L}.hook_resid_post",
+}
+
+
+def spec_from_tl(model: Any, name: str | None = None) -> ModelSpec:
+    cfg = model.cfg
+    norm = cfg.normalization_type or "LN"
+    if norm not in ("LN", "LNPre", "RMS", "RMSPre"):
+        raise ValueError(f"normalization {norm!r} is not supported (LayerNorm and RMSNorm are)")
+    if cfg.positional_embedding_type not in ("standard", "rotary", "shortformer"):
+        raise ValueError(
+            f"positional embedding {cfg.positional_embedding_type!r} is not supported yet: "
+            "attnviz handles absolute (GPT-2) and rotary (Llama) positions"
+        )
+    tok = model.tokenizer
+    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    return ModelSpec(
+        name=name or cfg.model_name,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.n_key_value_heads or cfg.n_heads,
+        d_head=cfg.d_head,
+        n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab,
+        positional="rotary" if cfg.positional_embedding_type == "rotary" else "absolute",
+        normalization="RMS" if norm.startswith("RMS") else "LN",
+        norm_eps=cfg.eps,
+        attn_scale=float(cfg.attn_scale if cfg.use_attn_scale else 1.0),
+        bos_token_id=bos,
+    )
+
+
+class TransformerLensAdapter(ModelAdapter):
+    backend = "transformer_lens"
+
+    def __init__(self, model: Any, name: str | None = None, spec: ModelSpec | None = None):
+        model.eval()
+        super().__init__(spec or spec_from_tl(model, name), model.tokenizer, model.cfg.device)
+        self.model = model
+        self.device = next(model.parameters()).device
+        self._rotary: dict[int, Rotary] = {}
+
+    def _hook(self, layer: int, name: str) -> str:
+        return f"blocks.{layer}.{name}"
+
+    def _attention(self, tokens: Tensor, layer: int, fields: tuple[str, ...]) -> AttentionActivations:
+        rotary = self.spec.positional == "rotary"
+        names = {
+            "resid_pre": self._hook(layer, "hook_resid_pre"),
+            "q": self._hook(layer, "attn.hook_q"),
+            "k": self._hook(layer, "attn.hook_k"),
+            "q_rot": self._hook(layer, "attn.hook_rot_q" if rotary else "attn.hook_q"),
+            "k_rot": self._hook(layer, "attn.hook_rot_k" if rotary else "attn.hook_k"),
+            "v": self._hook(layer, "attn.hook_v"),
+            "z": self._hook(layer, "attn.hook_z"),
+            "pattern": self._hook(layer, "attn.hook_pattern"),
+        }
+        wanted = {"resid_pre" if f == "resid_normed" else f for f in fields}
+        hook_names = {names[f] for f in wanted}
+        _, cache = self.model.run_with_cache(
+            tokens, names_filter=lambda n: n in hook_names, stop_at_layer=layer + 1
+        )
+        acts = AttentionActivations(layer=layer, tokens=tokens)
+        for f in fields:
+            if f == "resid_normed":
+                resid = cache[names["resid_pre"]]
+                acts.resid_normed = normalise(resid, self.spec.normalization, self.spec.norm_eps)
+            else:
+                setattr(acts, f, cache[names[f]])
+        return acts
+
+    def qk_weights(self, layer: int) -> QKWeights:
+        attn = self.model.blocks[self.check_layer(layer)].attn
+        gqa = self.spec.n_kv_heads != self.spec.n_heads
+        W_K = attn._W_K if gqa else attn.W_K
+        b_K = attn._b_K if gqa else attn.b_K
+        W_Q, b_Q = attn.W_Q, attn.b_Q
+        ln = self.model.blocks[layer].ln1
+        # A model loaded without fold_ln keeps the norm's weight / bias: fold them here.
+        w = getattr(ln, "w", None)
+        b = getattr(ln, "b", None)
+        if b is not None:
+            b_Q = b_Q + torch.einsum("d,hde->he", b, W_Q)
+            b_K = b_K + torch.einsum("d,hde->he", b, W_K)
+        if w is not None:
+            W_Q = W_Q * w[None, :, None]
+            W_K = W_K * w[None, :, None]
+        return QKWeights(W_Q=W_Q.detach(), b_Q=b_Q.detach(), W_K=W_K.detach(), b_K=b_K.detach())
+
+    def rotary(self, layer: int, n_pos: int) -> Rotary | None:
+        if self.spec.positional != "rotary":
+            return None
+        cached = self._rotary.get(layer)
+        if cached is None or cached.n_pos < n_pos:
+            attn = self.model.blocks[layer].attn
+            cfg = self.model.cfg
+            size = max(n_pos, 256 if cached is None else 2 * cached.n_pos)
+            sin, cos = attn.calculate_sin_cos_rotary(
+                cfg.rotary_dim, size, base=cfg.rotary_base, dtype=torch.float32
+            )
+            cached = Rotary(cos=cos.to(self.device), sin=sin.to(self.device),
+                            adjacent_pairs=bool(cfg.rotary_adjacent_pairs))
+            self._rotary[layer] = cached
+        return cached
+
+    def _run(self, tokens: Tensor, interventions: list[Intervention]) -> Tensor:
+        hooks = [self._tl_hook(iv) for iv in interventions]
+        return self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+    def _tl_hook(self, iv: Intervention):
+        L = iv.layer
+        if isinstance(iv, ReplacePattern):
+            heads = list(iv.heads)
+
+            def replace_pattern(pattern, hook):
+                pattern = pattern.clone()
+                pattern[:, heads] = iv.pattern.to(pattern)
+                return pattern
+
+            return self._hook(L, "attn.hook_pattern"), replace_pattern
+        if isinstance(iv, AddToResidual):
+            index = positions_index(iv.positions)
+
+            def add_vector(resid, hook):
+                resid = resid.clone()
+                resid[:, index] += iv.vector.to(resid)
+                return resid
+
+            return self._hook(L, "hook_resid_pre"), add_vector
+        if isinstance(iv, Splice):
+
+            def splice(act, hook):
+                if iv.site == "z":
+                    flat = act.flatten(-2)
+                    return iv.module(flat).reshape(act.shape).to(act)
+                return iv.module(act).to(act)
+
+            return _SPLICE_HOOKS[iv.site].format(L=L), splice
+        raise TypeError(f"unknown intervention {iv!r}")
