@@ -1,0 +1,29 @@
+"""Model access: one adapter interface, two backends (TransformerLens, nnsight)."""
+
+from attnviz.models.adapter import (
+    ACTIVATION_FIELDS,
+    AddToResidual,
+    AttentionActivations,
+    ModelAdapter,
+    ModelSpec,
+    QKWeights,
+    ReplacePattern,
+    Splice,
+)
+from attnviz.models.loading import load_model, wrap
+from attnviz.models.registry import DEFAULT_MODEL, KNOWN_MODELS
+
+__all__ = [
+    "ACTIVATION_FIELDS",
+    "DEFAULT_MODEL",
+    "KNOWN_MODELS",
+    "AddToResidual",
+    "AttentionActivations",
+    "ModelAdapter",
+    "ModelSpec",
+    "QKWeights",
+    "ReplacePattern",
+    "Splice",
+    "load_model",
+    "wrap",
+]

