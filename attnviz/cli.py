@@ -52,11 +52,12 @@ def _collect(args: argparse.Namespace):
     from attnviz.data.collect import collect_activations
     from attnviz.data.corpora import get_corpus
 
+    corpus = get_corpus(args.corpus)  # a bad corpus fails before the model loads
     adapter = attnviz.load_model(args.model, backend=args.backend, device=args.device)
     out = args.out or f"activations/{adapter.spec.name}-L{args.layer}"
     store = collect_activations(
         adapter,
-        get_corpus(args.corpus),
+        corpus,
         layer=args.layer,
         n_tokens=args.tokens,
         out_dir=out,

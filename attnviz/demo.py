@@ -22,7 +22,10 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
     from attnviz.data.collect import collect_activations
     from attnviz.data.corpora import get_corpus
 
-    print(f"attnviz {attnviz.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"attnviz {attnviz.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    corpus = get_corpus(args.corpus)  # a bad corpus fails before the model loads
     start = time.perf_counter()
     adapter = attnviz.load_model(args.model, backend=args.backend, device=args.device)
     print(f"loaded {adapter} in {time.perf_counter() - start:.1f} s")
@@ -32,11 +35,18 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
     for needed in ("q", "k"):
         if needed not in fields:
             fields = (*fields, needed)
-    corpus = get_corpus(args.corpus)
     start = time.perf_counter()
     store = collect_activations(
-        adapter, corpus, layer=args.layer, n_tokens=args.tokens, out_dir=out, fields=fields,
-        n_ctx=args.n_ctx, batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
+        adapter,
+        corpus,
+        layer=args.layer,
+        n_tokens=args.tokens,
+        out_dir=out,
+        fields=fields,
+        n_ctx=args.n_ctx,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
     )
     seconds = time.perf_counter() - start
     print(
@@ -54,6 +64,7 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
         pattern = adapter.pattern_from_qk(q, k, args.layer)
         if not checked:  # the stored activations reproduce the model's own pattern
             live = adapter.attention(batch["tokens"][:1].long(), args.layer, ["pattern"]).pattern
+            assert live is not None
             err = (live - pattern[:1]).abs().max().item()
             print(f"pattern rebuilt from stored q, k vs the model's own: max |diff| = {err:.1e}")
             checked = True

@@ -29,3 +29,14 @@ def smollm2_nnsight(smollm2_hf):
 
     hf_model, tokenizer = smollm2_hf
     return _wrap_hf(hf_model, tokenizer, resolve("smollm2-135m"), "nnsight", "cpu", None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_bridge():
+    """Its own copy of the weights: booting a bridge rewires the HF modules it wraps."""
+    from attnviz.models.embedded import load_hf_smollm2
+    from attnviz.models.loading import _wrap_hf
+    from attnviz.models.registry import resolve
+
+    hf_model, tokenizer = load_hf_smollm2()
+    return _wrap_hf(hf_model, tokenizer, resolve("smollm2-135m"), "transformer_bridge", "cpu", None)

@@ -7,15 +7,25 @@ import torch
 
 from attnviz.analysis.patterns import pattern_from_qk
 from attnviz.models import AddToResidual, ReplacePattern, Splice
-from tests.tiny_models import adapters_for, tiny_gpt2, tiny_llama
+from tests.tiny_models import adapters_for, bridge_adapter_for, tiny_gpt2, tiny_llama
 
 BUILDERS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
+BACKENDS = ["transformer_lens", "nnsight", "transformer_bridge"]
+each_backend = pytest.mark.parametrize("backend", BACKENDS)
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
-def pair(request):
-    """(TransformerLens adapter, nnsight adapter) over the same random weights."""
-    return adapters_for(BUILDERS[request.param](), f"tiny-{request.param}")
+def adapters(request):
+    """The three backends over the same random weights, by backend name."""
+    name = f"tiny-{request.param}"
+    tl, ns = adapters_for(BUILDERS[request.param](), name)
+    bridge = bridge_adapter_for(BUILDERS[request.param](), name)  # same seed, same weights
+    return {"transformer_lens": tl, "nnsight": ns, "transformer_bridge": bridge}
+
+
+@pytest.fixture(scope="module")
+def pair(adapters):
+    return adapters["transformer_lens"], adapters["nnsight"]
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +34,16 @@ def tokens():
     return torch.randint(0, 49152, (2, 24))
 
 
-def test_backends_agree_on_logits(pair, tokens):
-    tl, ns = pair
-    assert torch.allclose(tl.run(tokens), ns.run(tokens), atol=1e-4)
+def test_backends_agree_on_logits(adapters, tokens):
+    reference = adapters["nnsight"].run(tokens)
+    for name in ("transformer_lens", "transformer_bridge"):
+        assert torch.allclose(adapters[name].run(tokens), reference, atol=1e-4), name
 
 
-@pytest.mark.parametrize("backend", [0, 1], ids=["transformer_lens", "nnsight"])
+@each_backend
 @pytest.mark.parametrize("layer", [0, 1])
-def test_pattern_recomputed_from_q_and_k(pair, tokens, backend, layer):
-    adapter = pair[backend]
+def test_pattern_recomputed_from_q_and_k(adapters, tokens, backend, layer):
+    adapter = adapters[backend]
     acts = adapter.attention(tokens, layer)
     # Rotation, grouped-query expansion, causal mask, scale and softmax, from un-rotated q and k.
     recomputed = adapter.pattern_from_qk(acts.q, acts.k, layer)
@@ -51,12 +62,21 @@ def test_pattern_recomputed_from_q_and_k(pair, tokens, backend, layer):
     assert torch.allclose(z, acts.z, atol=1e-5)
 
 
-def test_backends_agree_on_activations(pair, tokens):
-    tl, ns = pair
-    a, b = tl.attention(tokens, 1), ns.attention(tokens, 1)
-    for name, x in a.as_dict().items():
-        assert torch.allclose(x, getattr(b, name), atol=1e-4), name
-    assert tl.spec.to_dict() | {"bos_token_id": None} == ns.spec.to_dict() | {"bos_token_id": None}
+def test_backends_agree_on_activations(adapters, tokens):
+    ns = adapters["nnsight"]
+    b = ns.attention(tokens, 1)
+    for backend in ("transformer_lens", "transformer_bridge"):
+        other = adapters[backend]
+        for name, x in other.attention(tokens, 1).as_dict().items():
+            assert torch.allclose(x, getattr(b, name), atol=1e-4), (backend, name)
+        unbos = {"bos_token_id": None}
+        assert other.spec.to_dict() | unbos == ns.spec.to_dict() | unbos, backend
+        # LayerNorm folding may centre W_Q (inputs have zero mean), so compare what they compute.
+        w_other, w_ns = other.qk_weights(1), ns.qk_weights(1)
+        assert torch.allclose(
+            w_other.queries(b.resid_normed), w_ns.queries(b.resid_normed), atol=1e-4
+        )
+        assert torch.allclose(w_other.keys(b.resid_normed), w_ns.keys(b.resid_normed), atol=1e-4)
 
 
 def test_positions_matter_only_for_rotary(pair, tokens):
@@ -82,9 +102,9 @@ class Recorder:
         return x
 
 
-@pytest.mark.parametrize("backend", [0, 1], ids=["transformer_lens", "nnsight"])
-def test_replace_pattern_changes_that_head_only(pair, tokens, backend):
-    adapter = pair[backend]
+@each_backend
+def test_replace_pattern_changes_that_head_only(adapters, tokens, backend):
+    adapter = adapters[backend]
     s = adapter.spec
     layer, head = 1, 2
     n = tokens.shape[1]
@@ -114,9 +134,9 @@ def test_replace_pattern_changes_that_head_only(pair, tokens, backend):
     assert torch.allclose(new_logits[:, 0], clean_logits[:, 0], atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", [0, 1], ids=["transformer_lens", "nnsight"])
-def test_add_to_residual_touches_only_its_positions(pair, tokens, backend):
-    adapter = pair[backend]
+@each_backend
+def test_add_to_residual_touches_only_its_positions(adapters, tokens, backend):
+    adapter = adapters[backend]
     layer, positions = 1, [5, 6]
     vector = torch.randn(adapter.spec.d_model)
     seen = Recorder()
@@ -136,8 +156,8 @@ def test_add_to_residual_touches_only_its_positions(pair, tokens, backend):
     assert not torch.allclose(steered[:, 5:], clean[:, 5:], atol=1e-3)
 
 
-def test_interventions_agree_across_backends(pair, tokens):
-    tl, ns = pair
+def test_interventions_agree_across_backends(adapters, tokens):
+    tl, ns = adapters["transformer_lens"], adapters["nnsight"]
     torch.manual_seed(3)
     n = tokens.shape[1]
     random_pattern = torch.rand(2, 2, n, n).tril()
@@ -149,12 +169,14 @@ def test_interventions_agree_across_backends(pair, tokens):
         Splice(1, "attn_out", lambda x: x + 0.1),
         Splice(1, "resid_post", lambda x: x * 0.9),
     ]
-    assert torch.allclose(tl.run(tokens, interventions), ns.run(tokens, interventions), atol=1e-4)
+    reference = ns.run(tokens, interventions)
+    assert torch.allclose(tl.run(tokens, interventions), reference, atol=1e-4)
+    bridge = adapters["transformer_bridge"].run(tokens, interventions)
+    assert torch.allclose(bridge, reference, atol=1e-4)
 
 
-def test_splice_changes_output(pair, tokens):
-    tl, ns = pair
-    for adapter in (tl, ns):
+def test_splice_changes_output(adapters, tokens):
+    for adapter in adapters.values():
         clean = adapter.run(tokens)
         zeroed = adapter.run(tokens, [Splice(0, "z", torch.zeros_like)])
         assert not torch.allclose(clean, zeroed, atol=1e-3)

@@ -23,7 +23,12 @@ def test_load_model_default_is_the_embedded_smollm2():
     adapter = attnviz.load_model()
     s = adapter.spec
     assert (s.name, s.n_layers, s.n_heads, s.n_kv_heads, s.d_head, s.d_model) == (
-        "smollm2-135m", 30, 9, 3, 64, 576
+        "smollm2-135m",
+        30,
+        9,
+        3,
+        64,
+        576,
     )
     assert s.positional == "rotary" and s.normalization == "RMS"
     assert adapter.backend == "transformer_lens"
@@ -46,7 +51,7 @@ def test_transformer_lens_and_hugging_face_logits_agree(smollm2, smollm2_hf):
     assert diff < 1e-3, diff
 
 
-@pytest.mark.parametrize("backend", ["smollm2", "smollm2_nnsight"])
+@pytest.mark.parametrize("backend", ["smollm2", "smollm2_nnsight", "smollm2_bridge"])
 @pytest.mark.parametrize("layer", [0, 15, 29])
 def test_pattern_recomputed_from_q_and_k(request, backend, layer):
     adapter = request.getfixturevalue(backend)
@@ -57,9 +62,10 @@ def test_pattern_recomputed_from_q_and_k(request, backend, layer):
     assert acts.k.shape[2] == 3 and acts.q.shape[2] == 9  # grouped-query attention
 
 
-def test_backends_agree(smollm2, smollm2_nnsight):
+def test_backends_agree(smollm2, smollm2_nnsight, smollm2_bridge):
     tokens = smollm2.to_tokens(TEXT)
     assert torch.allclose(smollm2.run(tokens), smollm2_nnsight.run(tokens), atol=1e-3)
+    assert torch.allclose(smollm2_bridge.run(tokens), smollm2_nnsight.run(tokens), atol=1e-4)
     a = smollm2.attention(tokens, 7, ["resid_normed", "q", "k", "pattern"])
     b = smollm2_nnsight.attention(tokens, 7, ["resid_normed", "q", "k", "pattern"])
     for name in ("resid_normed", "q", "k", "pattern"):
@@ -67,7 +73,9 @@ def test_backends_agree(smollm2, smollm2_nnsight):
 
 
 def test_layer_out_of_range(smollm2):
-    with pytest.raises(LayerOutOfRangeError, match=r"layer 30 is out of range: smollm2-135m has layers 0-29"):
+    with pytest.raises(
+        LayerOutOfRangeError, match=r"layer 30 is out of range: smollm2-135m has layers 0-29"
+    ):
         smollm2.attention(smollm2.to_tokens(TEXT), 30)
     with pytest.raises(LayerOutOfRangeError):
         smollm2.attention(smollm2.to_tokens(TEXT), -1)
@@ -82,7 +90,9 @@ def test_empty_text(smollm2):
 
 def test_context_too_long(smollm2):
     long_tokens = torch.zeros(1, 8193, dtype=torch.long)
-    with pytest.raises(ContextTooLongError, match="8193 tokens but smollm2-135m allows at most 8192"):
+    with pytest.raises(
+        ContextTooLongError, match="8193 tokens but smollm2-135m allows at most 8192"
+    ):
         smollm2.attention(long_tokens, 0)
     text = "word " * 9000
     with pytest.raises(ContextTooLongError, match="truncate=True"):

@@ -25,9 +25,16 @@ def tiny_llama(seed: int = 0, n_layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        rope_theta=10000.0, attn_implementation="eager", tie_word_embeddings=False,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_theta=10000.0,
+        attn_implementation="eager",
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).eval()
@@ -43,7 +50,11 @@ def tiny_gpt2(seed: int = 0, n_layers: int = 2):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
-        vocab_size=VOCAB, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256,
+        vocab_size=VOCAB,
+        n_embd=64,
+        n_layer=n_layers,
+        n_head=4,
+        n_positions=256,
         attn_implementation="eager",
     )
     torch.manual_seed(seed)
@@ -64,4 +75,22 @@ def adapters_for(hf_model, name: str):
 
     tokenizer = smollm2_tokenizer()
     tl = hooked_transformer_from_hf(hf_model, tokenizer, name)
-    return TransformerLensAdapter(tl, name), NNsightAdapter(hf_model, tokenizer, name, bos_token_id=0)
+    return TransformerLensAdapter(tl, name), NNsightAdapter(
+        hf_model, tokenizer, name, bos_token_id=0
+    )
+
+
+def bridge_adapter_for(hf_model, name: str):
+    """The same weights behind TransformerLens's TransformerBridge (booted from a local config)."""
+    import tempfile
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from attnviz.models.tl_adapter import TransformerBridgeAdapter
+
+    config_dir = tempfile.mkdtemp(prefix="attnviz-bridge-")
+    hf_model.config.save_pretrained(config_dir)
+    bridge = TransformerBridge.boot_transformers(
+        config_dir, hf_model=hf_model, tokenizer=smollm2_tokenizer()
+    )
+    return TransformerBridgeAdapter(bridge, name, bos_token_id=0)

@@ -209,9 +209,15 @@ class ModelAdapter(ABC):
     # ---- what analysis needs -----------------------------------------------------------
 
     def attention(
-        self, tokens: Tensor, layer: int, fields: Sequence[str] = ACTIVATION_FIELDS
+        self,
+        tokens: Tensor,
+        layer: int,
+        fields: Sequence[str] = ACTIVATION_FIELDS,
+        stop: bool = True,
     ) -> AttentionActivations:
-        """Run up to and including `layer` (never further) and return its attention internals."""
+        """Run up to and including `layer` and return its attention internals.
+
+        stop=False runs the whole model anyway (only to measure what stopping saves)."""
         unknown = set(fields) - set(ACTIVATION_FIELDS)
         if unknown:
             raise ValueError(
@@ -219,7 +225,7 @@ class ModelAdapter(ABC):
             )
         tokens = self.check_tokens(tokens)
         with torch.no_grad():
-            return self._attention(tokens, self.check_layer(layer), tuple(fields))
+            return self._attention(tokens, self.check_layer(layer), tuple(fields), stop)
 
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
         """The layer's rotary tables for positions 0..n_pos-1; None for absolute positions."""
@@ -270,7 +276,7 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def _attention(
-        self, tokens: Tensor, layer: int, fields: tuple[str, ...]
+        self, tokens: Tensor, layer: int, fields: tuple[str, ...], stop: bool
     ) -> AttentionActivations: ...
 
     @abstractmethod

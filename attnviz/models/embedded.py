@@ -46,14 +46,20 @@ def load_hf_smollm2(dtype=None, device=None):
     """(model, tokenizer) as a transformers LlamaForCausalLM with eager attention."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     target = converted_dir()
     if not (target / "model.safetensors").is_file():
         _convert_gguf(target)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
-    model = AutoModelForCausalLM.from_pretrained(
-        str(target), dtype=dtype or torch.float32, attn_implementation="eager"
-    )
+    # A local load of 272 tensors takes a second; its progress bar is only noise.
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(target), dtype=dtype or torch.float32, attn_implementation="eager"
+        )
+    finally:
+        hf_logging.enable_progress_bar()
     model.eval()
     if device is not None:
         model.to(device)

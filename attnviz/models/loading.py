@@ -12,7 +12,7 @@ from attnviz.errors import ModelUnavailableError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.registry import DEFAULT_MODEL, KnownModel, hub_reachable, resolve
 
-BACKENDS = ("transformer_lens", "nnsight")
+BACKENDS = ("transformer_lens", "nnsight", "transformer_bridge")
 
 
 def load_model(
@@ -23,12 +23,15 @@ def load_model(
 ) -> ModelAdapter:
     """Load a model by name and wrap it in an adapter.
 
-    backend: "transformer_lens" (default for the embedded model and TransformerLens names) or
-    "nnsight" (default for other Hugging Face ids). device: CUDA when available, else CPU.
+    backend: "transformer_lens" (HookedTransformer; default for the embedded model and
+    TransformerLens names), "nnsight" (default for other Hugging Face ids) or "transformer_bridge"
+    (TransformerLens 3's TransformerBridge). device: CUDA when available, else CPU.
     """
     entry = resolve(name)
     if backend is None:
-        backend = "nnsight" if entry.source == "hub" and entry.tl_name is None else "transformer_lens"
+        backend = (
+            "nnsight" if entry.source == "hub" and entry.tl_name is None else "transformer_lens"
+        )
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: choose one of {BACKENDS}")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -38,6 +41,8 @@ def load_model(
         hf_model, tokenizer = load_hf_smollm2(dtype=dt, device=dev)
         return _wrap_hf(hf_model, tokenizer, entry, backend, dev, dt)
     _require_hub(entry)
+    if backend == "transformer_bridge":
+        return _bridge(entry.hf_id, None, None, entry, dev, dt)
     if backend == "transformer_lens" and entry.tl_name is not None:
         from transformer_lens import HookedTransformer
 
@@ -52,11 +57,30 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(entry.hf_id)
     hf_model = AutoModelForCausalLM.from_pretrained(
         entry.hf_id, dtype=dt, attn_implementation="eager"
-    ).to(dev)
+    )
+    torch.nn.Module.to(hf_model, dev)
     return _wrap_hf(hf_model, tokenizer, entry, backend, dev, dt)
 
 
+def _bridge(source: str, hf_model, tokenizer, entry: KnownModel, dev, dt) -> ModelAdapter:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from attnviz.models.tl_adapter import TransformerBridgeAdapter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(
+            source, hf_model=hf_model, tokenizer=tokenizer, device=dev, dtype=dt
+        )
+    return TransformerBridgeAdapter(bridge, entry.name, bos_token_id=entry.bos_token_id)
+
+
 def _wrap_hf(hf_model, tokenizer, entry: KnownModel, backend: str, dev, dt) -> ModelAdapter:
+    if backend == "transformer_bridge":
+        from attnviz.models.embedded import converted_dir
+
+        # Booted from the local config next to the converted weights: no hub access.
+        return _bridge(str(converted_dir()), hf_model, tokenizer, entry, dev, dt)
     if backend == "nnsight":
         from attnviz.models.nnsight_adapter import NNsightAdapter
 
@@ -98,6 +122,10 @@ def wrap(model: Any, tokenizer: Any = None, name: str | None = None) -> ModelAda
     (with eager attention), or an nnsight LanguageModel."""
     from transformer_lens import HookedTransformer
 
+    if hasattr(model, "original_model") and hasattr(model, "run_with_cache"):  # TransformerBridge
+        from attnviz.models.tl_adapter import TransformerBridgeAdapter
+
+        return TransformerBridgeAdapter(model, name)
     if isinstance(model, HookedTransformer):
         from attnviz.models.tl_adapter import TransformerLensAdapter
 

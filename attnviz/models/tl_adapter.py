@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnviz.models import hf_layout
 from attnviz.models.adapter import (
     AddToResidual,
     AttentionActivations,
@@ -19,6 +20,7 @@ from attnviz.models.adapter import (
     normalise,
     positions_index,
 )
+from attnviz.models.hf_layout import RotaryCache
 from attnviz.models.rotary import Rotary
 
 _SPLICE_HOOKS = {
@@ -66,12 +68,14 @@ class TransformerLensAdapter(ModelAdapter):
         super().__init__(spec or spec_from_tl(model, name), model.tokenizer, model.cfg.device)
         self.model = model
         self.device = next(model.parameters()).device
-        self._rotary: dict[int, Rotary] = {}
+        self._rotary: dict[int, RotaryCache] = {}
 
     def _hook(self, layer: int, name: str) -> str:
         return f"blocks.{layer}.{name}"
 
-    def _attention(self, tokens: Tensor, layer: int, fields: tuple[str, ...]) -> AttentionActivations:
+    def _attention(
+        self, tokens: Tensor, layer: int, fields: tuple[str, ...], stop: bool
+    ) -> AttentionActivations:
         rotary = self.spec.positional == "rotary"
         names = {
             "resid_pre": self._hook(layer, "hook_resid_pre"),
@@ -86,7 +90,9 @@ class TransformerLensAdapter(ModelAdapter):
         wanted = {"resid_pre" if f == "resid_normed" else f for f in fields}
         hook_names = {names[f] for f in wanted}
         _, cache = self.model.run_with_cache(
-            tokens, names_filter=lambda n: n in hook_names, stop_at_layer=layer + 1
+            tokens,
+            names_filter=lambda n: n in hook_names,
+            stop_at_layer=layer + 1 if stop else None,
         )
         acts = AttentionActivations(layer=layer, tokens=tokens)
         for f in fields:
@@ -118,18 +124,21 @@ class TransformerLensAdapter(ModelAdapter):
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
         if self.spec.positional != "rotary":
             return None
-        cached = self._rotary.get(layer)
-        if cached is None or cached.n_pos < n_pos:
-            attn = self.model.blocks[layer].attn
-            cfg = self.model.cfg
-            size = max(n_pos, 256 if cached is None else 2 * cached.n_pos)
-            sin, cos = attn.calculate_sin_cos_rotary(
-                cfg.rotary_dim, size, base=cfg.rotary_base, dtype=torch.float32
-            )
-            cached = Rotary(cos=cos.to(self.device), sin=sin.to(self.device),
-                            adjacent_pairs=bool(cfg.rotary_adjacent_pairs))
-            self._rotary[layer] = cached
-        return cached
+        if layer not in self._rotary:
+            attn, cfg = self.model.blocks[layer].attn, self.model.cfg
+
+            def make(size: int) -> Rotary:
+                sin, cos = attn.calculate_sin_cos_rotary(
+                    cfg.rotary_dim, size, base=cfg.rotary_base, dtype=torch.float32
+                )
+                return Rotary(
+                    cos=cos.to(self.device),
+                    sin=sin.to(self.device),
+                    adjacent_pairs=bool(cfg.rotary_adjacent_pairs),
+                )
+
+            self._rotary[layer] = RotaryCache(make)
+        return self._rotary[layer].get(n_pos)
 
     def _run(self, tokens: Tensor, interventions: list[Intervention]) -> Tensor:
         hooks = [self._tl_hook(iv) for iv in interventions]
@@ -165,3 +174,32 @@ class TransformerLensAdapter(ModelAdapter):
 
             return _SPLICE_HOOKS[iv.site].format(L=L), splice
         raise TypeError(f"unknown intervention {iv!r}")
+
+
+class TransformerBridgeAdapter(TransformerLensAdapter):
+    """TransformerLens 3.x's TransformerBridge: TransformerLens hook names over the Hugging Face
+    modules themselves. Hooks come from the bridge; the spec, query/key weights and rotary tables
+    come from the wrapped HF model (the bridge's config does not always carry them).
+
+    Booting a bridge rewires the HF model it wraps: give it a model of its own, not one that
+    an nnsight adapter also traces."""
+
+    backend = "transformer_bridge"
+
+    def __init__(self, bridge: Any, name: str | None = None, bos_token_id: int | None = None):
+        if not getattr(bridge, "compatibility_mode", False):
+            # Hook aliases (blocks.L.attn.hook_q ...) without re-processing the weights.
+            bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+        self.hf_model = bridge.original_model
+        label = name or getattr(bridge.cfg, "model_name", None) or "model"
+        if bos_token_id is None:
+            bos_token_id = getattr(bridge.tokenizer, "bos_token_id", None)
+        spec = hf_layout.spec_from_hf(self.hf_model, label, bos_token_id)
+        super().__init__(bridge, label, spec=spec)
+        self._hf_rotary = RotaryCache(lambda n: hf_layout.rotary_tables(self.hf_model, n))
+
+    def qk_weights(self, layer: int) -> QKWeights:
+        return hf_layout.qk_weights(self.hf_model, self.spec, self.check_layer(layer))
+
+    def rotary(self, layer: int, n_pos: int) -> Rotary | None:
+        return self._hf_rotary.get(n_pos)

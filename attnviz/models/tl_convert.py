@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-LLAMA_LIKE = ("llama", "mistral", "qwen2")
+from attnviz.models.hf_layout import LLAMA_LIKE
 
 
 def tl_config_dict(hf_config: Any) -> dict[str, Any]:

@@ -1,0 +1,627 @@
+"""The activation store: one layer's attention activations over many contexts, on disk.
+
+Layout of a store directory:
+
+    manifest.json             what was collected, how, and the list of finished chunks
+    chunk-00000.safetensors   a whole number of contexts, the [pos] axis flattened into tokens:
+    chunk-00001.safetensors   resid_normed [n_tokens d_model], q [n_tokens n_heads d_head],
+    ...                       k [n_tokens n_kv_heads d_head], ..., tokens int32 [n_tokens],
+                              position int16/int32 [n_tokens] (position within its context)
+
+q and k are before rotation (rotate them with the adapter to recompute patterns).
+
+Crash safety: a chunk is written under a temporary name and renamed into place, then the manifest is
+rewritten (temporary name + rename) to list it. The manifest is the truth: a chunk file it does not
+list is the trace of a crash between the two renames and is removed and redone; a chunk it lists
+whose size is wrong is redone too. Chunk i always holds contexts [i*chunk_contexts, ...), so a
+resumed collection writes exactly the bytes an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from attnviz._version import __version__
+from attnviz.errors import CorruptStoreError, StoreMismatchError
+from attnviz.models.adapter import ACTIVATION_FIELDS
+
+FORMAT = "attnviz-activation-store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TOKEN_FIELDS = ("tokens", "position")  # stored with every chunk, whatever the fields
+# A pattern is [heads dest src] per context, not per token; recompute it from q and k instead.
+STORABLE_FIELDS = tuple(f for f in ACTIVATION_FIELDS if f != "pattern")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Keys of the manifest that must match for a collection to resume into an existing store,
+# with the words used to name them in errors.
+IDENTITY = {
+    "model": "model",
+    "layer": "layer",
+    "fields": "fields",
+    "corpus": "corpus",
+    "n_ctx": "n_ctx",
+    "dtype": "dtype",
+    "spec": "model spec",
+}
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}.safetensors"
+
+
+def field_shapes(spec: dict[str, Any], fields: Sequence[str]) -> dict[str, list[int]]:
+    """The per-token shape of each field: resid_normed [d_model], q/q_rot/z [n_heads d_head],
+    k/k_rot/v [n_kv_heads d_head]."""
+    heads = {
+        "q": spec["n_heads"],
+        "q_rot": spec["n_heads"],
+        "z": spec["n_heads"],
+        "k": spec["n_kv_heads"],
+        "k_rot": spec["n_kv_heads"],
+        "v": spec["n_kv_heads"],
+    }
+    shapes: dict[str, list[int]] = {}
+    for f in fields:
+        if f == "resid_normed":
+            shapes[f] = [spec["d_model"]]
+        elif f in heads:
+            shapes[f] = [heads[f], spec["d_head"]]
+        else:
+            raise ValueError(f"unknown store field {f!r}: choose from {STORABLE_FIELDS}")
+    return shapes
+
+
+def n_contexts_for(n_tokens: int, n_ctx: int) -> int:
+    """Contexts needed to hold at least n_tokens tokens."""
+    return math.ceil(n_tokens / n_ctx)
+
+
+def position_dtype(n_ctx: int) -> torch.dtype:
+    return torch.int16 if n_ctx <= torch.iinfo(torch.int16).max else torch.int32
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """One chunk file as the manifest lists it: contexts [first_context, +n_contexts)."""
+
+    index: int
+    file: str
+    first_context: int
+    n_contexts: int
+    n_tokens: int
+    bytes: int
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise CorruptStoreError(
+            f"{root} is not an activation store (it has no {MANIFEST}): make one with "
+            "collect_activations(adapter, corpus, layer, n_tokens, out_dir)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptStoreError(
+            f"{path} is not valid JSON ({e}): the store cannot be read; collect it again into a "
+            "new directory, or with overwrite=True"
+        ) from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CorruptStoreError(f"{path} is not the manifest of an attnviz activation store")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise StoreMismatchError(
+            f"the store at {root} was written by a newer attnviz "
+            f"({manifest.get('attnviz_version')}, format {manifest['format_version']}): "
+            f"upgrade attnviz (this is {__version__}) to read it"
+        )
+    return manifest
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, read without loading any tensor."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise ValueError(f"header of {n} bytes in a file of {size}")
+        header = json.loads(f.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    if 8 + n + max(ends, default=0) > size:
+        raise ValueError("tensor data runs past the end of the file")
+    return header
+
+
+def _chunk_problem(root: Path, chunk: ChunkInfo, fields: Sequence[str]) -> str | None:
+    """Why a chunk cannot be read, checked cheaply (size and header), or None if it looks fine."""
+    path = root / chunk.file
+    if not path.is_file():
+        return "is missing"
+    size = path.stat().st_size
+    if size != chunk.bytes:
+        return f"is {size} bytes but the manifest says {chunk.bytes} (truncated or replaced?)"
+    try:
+        header = _read_header(path)
+    except (ValueError, OSError, KeyError, TypeError, IndexError) as e:
+        return f"has an unreadable safetensors header ({e})"
+    for f in (*fields, *TOKEN_FIELDS):
+        if f not in header:
+            return f"has no tensor {f!r}"
+        if header[f]["shape"][:1] != [chunk.n_tokens]:
+            return f"holds {header[f]['shape'][:1]} tokens of {f!r}, not {chunk.n_tokens}"
+    return None
+
+
+def _corrupt(root: Path, chunk: ChunkInfo, problem: str) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"chunk {chunk.file} of the store at {root} {problem}: delete {root / chunk.file} and "
+        "re-run collect_activations with the same arguments; it redoes just that chunk"
+    )
+
+
+def _chunks(manifest: dict[str, Any]) -> list[ChunkInfo]:
+    return [ChunkInfo(**c) for c in manifest.get("chunks", [])]
+
+
+class ActivationStore:
+    """Read access to a finished (or, with require_complete=False, partial) store."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+        self.chunks = _chunks(manifest)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        expect_model: str | None = None,
+        expect_layer: int | None = None,
+        expect_fields: Sequence[str] | None = None,
+        require_complete: bool = True,
+    ) -> ActivationStore:
+        """Open and check a store: the expected model / layer / fields, and each chunk's size
+        and header (cheap; `verify()` also checks the bytes)."""
+        root = Path(path)
+        manifest = _read_manifest(root)
+        store = cls(root, manifest)
+        wanted = (
+            ("model", expect_model, store.model_name, f"model={store.model_name!r}"),
+            ("layer", expect_layer, store.layer, f"layer={store.layer}"),
+        )
+        for what, want, have, fix in wanted:
+            if want is not None and want != have:
+                raise StoreMismatchError(
+                    f"the store at {root} holds {what} {have!r}, but {what} {want!r} was "
+                    f"expected: open a store collected for {want!r}, or use this one with {fix}"
+                )
+        if expect_fields is not None:
+            missing = [f for f in expect_fields if f not in (*store.fields, *TOKEN_FIELDS)]
+            if missing:
+                raise StoreMismatchError(
+                    f"the store at {root} has no {missing} (it holds {list(store.fields)}): "
+                    f"collect one with fields={tuple(expect_fields)!r}"
+                )
+        if require_complete and not store.complete:
+            raise CorruptStoreError(
+                f"the store at {root} is incomplete ({store.n_tokens} of "
+                f"{manifest['target']['n_tokens']} tokens; its collection was interrupted): "
+                "re-run collect_activations with the same arguments to finish it, or open it "
+                "with require_complete=False to read what is there"
+            )
+        for chunk in store.chunks:
+            problem = _chunk_problem(root, chunk, store.fields)
+            if problem:
+                raise _corrupt(root, chunk, problem)
+        return store
+
+    # ---- what it holds -----------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.manifest["spec"]
+
+    @property
+    def layer(self) -> int:
+        return self.manifest["layer"]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.manifest["fields"])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.manifest["dtype"]]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.manifest["n_ctx"]
+
+    @property
+    def corpus(self) -> dict[str, str]:
+        return self.manifest["corpus"]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest["complete"])
+
+    @property
+    def n_contexts(self) -> int:
+        return sum(c.n_contexts for c in self.chunks)
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.chunks)
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def field_shape(self, field: str) -> tuple[int, ...]:
+        """Per-token shape, e.g. (n_heads, d_head) for q."""
+        if field in TOKEN_FIELDS:
+            return ()
+        return tuple(self.manifest["field_shapes"][field])
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "incomplete"
+        return (
+            f"ActivationStore({str(self.path)!r}: {self.model_name} layer {self.layer}, "
+            f"{list(self.fields)}, {self.n_tokens} tokens in {self.n_contexts} contexts of "
+            f"{self.n_ctx}, {len(self.chunks)} chunks, {state})"
+        )
+
+    # ---- checking ----------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Check every chunk's size and sha256 against the manifest (reads every byte)."""
+        for chunk in self.chunks:
+            problem = _chunk_problem(self.path, chunk, self.fields)
+            if problem is None and _sha256(self.path / chunk.file) != chunk.sha256:
+                problem = "does not match its sha256 in the manifest (changed on disk)"
+            if problem:
+                raise _corrupt(self.path, chunk, problem)
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def read_chunk(self, index: int, fields: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """The chosen fields of one chunk, each [n_tokens ...] (only those tensors are read)."""
+        chunk = self.chunks[index]
+        fields = tuple(self.fields if fields is None else fields)
+        self._check_fields(fields)
+        try:
+            with safe_open(str(self.path / chunk.file), framework="pt", device="cpu") as f:
+                return {name: f.get_tensor(name) for name in fields}
+        except Exception as e:  # safetensors raises its own error type on bad files
+            raise _corrupt(self.path, chunk, f"cannot be read ({type(e).__name__}: {e})") from e
+
+    def _check_fields(self, fields: Sequence[str]) -> None:
+        unknown = [f for f in fields if f not in (*self.fields, *TOKEN_FIELDS)]
+        if unknown or not fields:
+            raise ValueError(
+                f"the store at {self.path} has no fields {unknown}: it holds "
+                f"{[*self.fields, *TOKEN_FIELDS]}"
+            )
+
+    def batches(
+        self,
+        batch_size: int,
+        fields: Sequence[str] = ("resid_normed", "q", "k"),
+        shuffle: bool = True,
+        seed: int = 0,
+        by: str = "token",
+        device: torch.device | str | None = None,
+        buffer_chunks: int = 4,
+        drop_last: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> Iterator[dict[str, Tensor]]:
+        """One epoch of batches, each a dict field -> tensor.
+
+        by="token": [batch ...] rows are single tokens (e.g. resid_normed [batch d_model]).
+        by="context": [batch n_ctx ...] rows are whole contexts, for recomputing patterns.
+        Shuffling reads `buffer_chunks` chunks (in a random order) at a time and shuffles within
+        them, so memory stays bounded; every token appears exactly once per epoch. Float fields
+        are cast to `dtype` when given. Pass a different seed for each epoch."""
+        fields = tuple(fields)
+        self._check_fields(fields)
+        if by not in ("token", "context"):
+            raise ValueError(f"by must be 'token' or 'context', got {by!r}")
+        if batch_size < 1 or buffer_chunks < 1:
+            raise ValueError("batch_size and buffer_chunks must be >= 1")
+        return self._batches(
+            batch_size, fields, shuffle, seed, by, device, buffer_chunks, drop_last, dtype
+        )
+
+    def _units(self, index: int, fields: tuple[str, ...], by: str) -> dict[str, Tensor]:
+        data = self.read_chunk(index, fields)
+        if by == "context":
+            data = {f: t.reshape(-1, self.n_ctx, *t.shape[1:]) for f, t in data.items()}
+        return data
+
+    def _batches(
+        self,
+        batch_size: int,
+        fields: tuple[str, ...],
+        shuffle: bool,
+        seed: int,
+        by: str,
+        device: torch.device | str | None,
+        buffer_chunks: int,
+        drop_last: bool,
+        dtype: torch.dtype | None,
+    ) -> Iterator[dict[str, Tensor]]:
+        gen = torch.Generator().manual_seed(seed)
+        n_chunks = len(self.chunks)
+        order = torch.randperm(n_chunks, generator=gen).tolist() if shuffle else range(n_chunks)
+
+        def out(data: dict[str, Tensor]) -> dict[str, Tensor]:
+            if dtype is not None:
+                data = {f: t.to(dtype) if t.is_floating_point() else t for f, t in data.items()}
+            if device is not None:
+                data = {f: t.to(device) for f, t in data.items()}
+            return data
+
+        carry: dict[str, Tensor] | None = None  # the remainder of a buffer, for the next one
+        for start in range(0, n_chunks, buffer_chunks):
+            parts = [self._units(i, fields, by) for i in order[start : start + buffer_chunks]]
+            if carry is not None:
+                parts.insert(0, carry)
+            data = {f: torch.cat([p[f] for p in parts]) for f in fields}
+            n = data[fields[0]].shape[0]
+            perm = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+            full = n - n % batch_size
+            for s in range(0, full, batch_size):
+                idx = perm[s : s + batch_size]
+                yield out({f: t[idx] for f, t in data.items()})
+            carry = {f: t[perm[full:]] for f, t in data.items()} if full < n else None
+        if carry is not None and not drop_last:
+            yield out(carry)
+
+
+class StoreWriter:
+    """Appends chunks to a store directory, crash-safely; used by `collect_activations`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]):
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], header: dict[str, Any], overwrite: bool = False
+    ) -> StoreWriter:
+        """Start a store, or resume the one at `path` if it was made with the same identity
+        (the IDENTITY keys of `header`); otherwise StoreMismatchError."""
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"{root} is a file: give a directory for the store")
+        root.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            _remove_store_files(root)
+        header = json.loads(json.dumps(header))  # tuples -> lists, as they are read back
+        if (root / MANIFEST).exists():
+            manifest = _read_manifest(root)
+            _check_identity(root, manifest, header)
+            if manifest.get("chunk_contexts") != header.get("chunk_contexts"):
+                warnings.warn(
+                    f"resuming the store at {root} with its own chunk_contexts="
+                    f"{manifest.get('chunk_contexts')} (not {header.get('chunk_contexts')}), "
+                    "so that its chunks stay aligned",
+                    stacklevel=3,
+                )
+        else:
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "attnviz_version": __version__,
+                **header,
+                "field_shapes": field_shapes(header["spec"], header["fields"]),
+                "target": {"n_tokens": 0, "n_contexts": 0},
+                "n_contexts": 0,
+                "n_tokens": 0,
+                "chunks": [],
+                "created": _now(),
+                "complete": False,
+                "corpus_exhausted": False,
+            }
+        writer = cls(root, manifest)
+        writer._clean()
+        writer._save()
+        return writer
+
+    # ---- state -------------------------------------------------------------------------
+
+    @property
+    def chunk_contexts(self) -> int:
+        return int(self.manifest["chunk_contexts"])
+
+    @property
+    def chunks(self) -> dict[int, ChunkInfo]:
+        return {c.index: c for c in _chunks(self.manifest)}
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest["complete"])
+
+    @property
+    def corpus_exhausted(self) -> bool:
+        return bool(self.manifest.get("corpus_exhausted", False))
+
+    @property
+    def n_contexts(self) -> int:
+        return sum(c.n_contexts for c in self.chunks.values())
+
+    def _save(self) -> None:
+        chunks = sorted(self.chunks.values(), key=lambda c: c.index)
+        self.manifest["chunks"] = [asdict(c) for c in chunks]
+        self.manifest["n_contexts"] = sum(c.n_contexts for c in chunks)
+        self.manifest["n_tokens"] = sum(c.n_tokens for c in chunks)
+        self.manifest["updated"] = _now()
+        _atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    def _clean(self) -> None:
+        """Remove what a crash can leave behind: temporary files, chunk files the manifest does
+        not list, and listed chunks that are missing or the wrong size (they are redone)."""
+        listed = self.chunks
+        names = {c.file for c in listed.values()}
+        for p in self.root.iterdir():
+            stray_chunk = p.name.startswith("chunk-") and p.name.endswith(".safetensors")
+            temp = p.name.startswith(".") and p.name.endswith(".tmp")
+            if (stray_chunk and p.name not in names) or temp:
+                p.unlink()
+        bad = {}
+        for index, chunk in listed.items():
+            problem = _chunk_problem(self.root, chunk, self.manifest["fields"])
+            if problem:
+                bad[index] = problem
+        if bad:
+            warnings.warn(
+                "redoing chunks of the store at "
+                f"{self.root}: " + "; ".join(f"{listed[i].file} {p}" for i, p in bad.items()),
+                stacklevel=3,
+            )
+            self.manifest["complete"] = False  # it has a hole now
+            for index in bad:
+                self.remove_chunk(index)
+
+    # ---- changes -----------------------------------------------------------------------
+
+    def set_target(self, n_tokens: int, n_contexts: int) -> None:
+        self.manifest["target"] = {"n_tokens": n_tokens, "n_contexts": n_contexts}
+        self.manifest["complete"] = False
+        self.manifest["corpus_exhausted"] = False
+        self._save()
+
+    def remove_chunk(self, index: int) -> None:
+        """Unlist a chunk, then delete its file (a crash in between leaves a stray, cleaned later)."""
+        chunk = self.chunks.get(index)
+        if chunk is None:
+            return
+        self.manifest["chunks"] = [c for c in self.manifest["chunks"] if c["index"] != index]
+        self._save()
+        (self.root / chunk.file).unlink(missing_ok=True)
+
+    def write_chunk(self, index: int, tensors: dict[str, Tensor], n_contexts: int) -> ChunkInfo:
+        """Write chunk `index` (contexts [index*chunk_contexts, +n_contexts)) and list it."""
+        n_ctx = self.manifest["n_ctx"]
+        n_tokens = n_contexts * n_ctx
+        expected = {**self.manifest["field_shapes"], "tokens": [], "position": []}
+        if set(tensors) != set(expected):
+            raise ValueError(f"chunk fields {sorted(tensors)} != store fields {sorted(expected)}")
+        for name, shape in expected.items():
+            if list(tensors[name].shape) != [n_tokens, *shape]:
+                raise ValueError(
+                    f"{name} has shape {list(tensors[name].shape)}, expected {[n_tokens, *shape]}"
+                )
+        self.remove_chunk(index)
+        chunk_file = chunk_name(index)
+        tmp = self.root / f".{chunk_file}.tmp"
+        first = index * self.chunk_contexts
+        # One metadata key: safetensors writes a dict's keys in a random order, which would
+        # make the bytes differ from run to run.
+        info = {"first_context": first, "n_contexts": n_contexts, "n_ctx": n_ctx}
+        metadata = {"attnviz_chunk": json.dumps(info, sort_keys=True)}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        chunk = ChunkInfo(
+            index=index,
+            file=chunk_file,
+            first_context=first,
+            n_contexts=n_contexts,
+            n_tokens=n_tokens,
+            bytes=tmp.stat().st_size,
+            sha256=_sha256(tmp),
+        )
+        os.replace(tmp, self.root / chunk_file)
+        self._commit(chunk)
+        return chunk
+
+    def _commit(self, chunk: ChunkInfo) -> None:
+        """List a chunk whose file is in place (the second rename of a write)."""
+        self.manifest["chunks"].append(asdict(chunk))
+        self._save()
+
+    def read_tokens(self, index: int) -> Tensor:
+        """The stored token ids [n_tokens] of a chunk."""
+        with safe_open(str(self.root / self.chunks[index].file), framework="pt") as f:
+            return f.get_tensor("tokens")
+
+    def finish(self, corpus_exhausted: bool = False) -> None:
+        self.manifest["complete"] = True
+        self.manifest["corpus_exhausted"] = corpus_exhausted
+        self._save()
+
+
+def _remove_store_files(root: Path) -> None:
+    """Delete a store's own files only (never anything else a user put in the directory)."""
+    for p in root.iterdir():
+        ours = p.name == MANIFEST or (p.name.startswith("chunk-") and p.suffix == ".safetensors")
+        if ours or (p.name.startswith(".") and p.name.endswith(".tmp")):
+            p.unlink()
+
+
+def _describe(key: str, value: Any) -> str:
+    if key == "corpus":
+        return f"{value['name']!r} (fingerprint {value['fingerprint'][:12]})"
+    if key == "spec":
+        return json.dumps(value, sort_keys=True)
+    return repr(value)
+
+
+def _check_identity(root: Path, manifest: dict[str, Any], header: dict[str, Any]) -> None:
+    for key, label in IDENTITY.items():
+        have, want = manifest.get(key), header.get(key)
+        if key == "corpus":  # the text decides, not its name (a moved folder is the same corpus)
+            same = (have or {}).get("fingerprint") == (want or {}).get("fingerprint")
+        else:
+            same = have == want
+        if not same:
+            raise StoreMismatchError(
+                f"the store at {root} was collected with {label} {_describe(key, have)}, but "
+                f"this collection uses {label} {_describe(key, want)}: collect into a new "
+                "directory, or pass overwrite=True to replace the old store"
+            )
