@@ -38,3 +38,11 @@ class StoreMismatchError(AttnvizError, ValueError):
 
 class CorruptStoreError(AttnvizError, OSError):
     """A file on disk is truncated or does not match its manifest."""
+
+
+class UnknownCorpusError(AttnvizError, ValueError):
+    """Neither a known corpus name nor an existing file or directory."""
+
+
+class DictionaryMismatchError(AttnvizError, ValueError):
+    """A dictionary was trained for another model, layer or shape than it is used with."""

@@ -11,6 +11,7 @@ import types
 import pytest
 import torch
 
+import attnviz.hub
 from attnviz.data import (
     TextFilesCorpus,
     UnknownCorpusError,
@@ -154,7 +155,7 @@ def test_hf_without_network_fails_at_once(online_env):
     def refuse(*args, **kwargs):
         raise OSError("Network is unreachable")
 
-    online_env.setattr(corpora_module.socket, "create_connection", refuse)
+    online_env.setattr(attnviz.hub.socket, "create_connection", refuse)
     message = _fails_fast_naming_pydocs("hf:roneneldan/TinyStories:validation")
     assert "cannot be reached" in message
 
@@ -172,7 +173,7 @@ def test_hf_streams_with_load_dataset(online_env):
         return iter([{"text": "one story"}, {"text": ""}, {"text": "another story"}])
 
     online_env.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    online_env.setattr(corpora_module, "_hub_reachable", lambda timeout=3.0: True)
+    online_env.setattr(corpora_module, "hub_reachable", lambda timeout=3.0: True)
     corpus = get_corpus("hf:roneneldan/TinyStories:validation")
     assert list(corpus.documents()) == ["one story", "another story"]
     assert calls == [("roneneldan/TinyStories", "validation", True)]

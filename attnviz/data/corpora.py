@@ -21,7 +21,6 @@ import inspect
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -30,9 +29,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from attnviz.errors import AttnvizError, EmptyTextError, ModelUnavailableError
+from attnviz.errors import EmptyTextError, ModelUnavailableError, UnknownCorpusError
+from attnviz.hub import hub_reachable, offline_reason
 
 DEFAULT_CORPUS = "pydocs"
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
@@ -55,10 +54,6 @@ OFFLINE_HINT = (
     "or your own text: a path to a .txt/.md file, a .jsonl file with a 'text' field per line, "
     "or a directory of them"
 )
-
-
-class UnknownCorpusError(AttnvizError, ValueError):
-    """Neither a known corpus name nor an existing file or directory."""
 
 
 class Corpus(ABC):
@@ -313,30 +308,6 @@ def _jsonl_texts(file: Path) -> Iterator[str]:
 
 # ---- Hugging Face datasets, streamed --------------------------------------------------------
 
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def _offline_reason() -> str | None:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in _TRUE:
-            return f"{var} is set"
-    return None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP connect to the Hub (or the HTTPS proxy), so that offline fails in seconds
-    instead of after the HTTP client's retries."""
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    target = urlparse(proxy or os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = target.hostname, target.port or (443 if target.scheme != "http" else 80)
-    if not host:
-        return True  # cannot tell; let datasets try
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
 
 class HFStreamCorpus(Corpus):
     """A Hugging Face dataset read with `datasets.load_dataset(..., streaming=True)`."""
@@ -362,7 +333,7 @@ class HFStreamCorpus(Corpus):
         )
 
     def _load(self) -> Any:
-        reason = _offline_reason()
+        reason = offline_reason()
         if reason:
             raise self._unavailable(f"{reason} (offline mode)")
         try:
@@ -371,7 +342,7 @@ class HFStreamCorpus(Corpus):
             raise self._unavailable(
                 "the package `datasets` is not installed (pip install 'attnviz[online]')"
             ) from e
-        if not _hub_reachable():
+        if not hub_reachable():
             raise self._unavailable("huggingface.co cannot be reached (no network?)")
         try:
             return datasets.load_dataset(self.repo, split=self.split, streaming=True)

@@ -9,8 +9,9 @@ import torch
 
 from attnviz.device import resolve_device, resolve_dtype
 from attnviz.errors import ModelUnavailableError
+from attnviz.hub import hub_reachable, offline_reason
 from attnviz.models.adapter import ModelAdapter
-from attnviz.models.registry import DEFAULT_MODEL, KnownModel, hub_reachable, resolve
+from attnviz.models.registry import DEFAULT_MODEL, KnownModel, resolve
 
 BACKENDS = ("transformer_lens", "nnsight", "transformer_bridge")
 
@@ -99,7 +100,7 @@ def _wrap_hf(hf_model, tokenizer, entry: KnownModel, backend: str, dev, dt) -> M
 
 def _require_hub(entry: KnownModel) -> None:
     """Fail at once, not after a long time-out, when a hub model is neither cached nor reachable."""
-    if _cached(entry.hf_id) or hub_reachable():
+    if _cached(entry.hf_id) or (offline_reason() is None and hub_reachable()):
         return
     raise ModelUnavailableError(
         f"{entry.name} is downloaded from the Hugging Face hub, which cannot be reached from here "

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 
 from attnviz.errors import UnknownModelError
 
 DEFAULT_MODEL = "smollm2-135m"
-HUB_HOST = "huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -92,14 +89,3 @@ def resolve(name: str) -> KnownModel:
         f"unknown model {name!r}: attnviz knows {known}, any TransformerLens model name, or a "
         f"Hugging Face id such as 'HuggingFaceTB/SmolLM2-360M'. Offline, use {DEFAULT_MODEL!r}."
     )
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub can be reached now (False at once when told to stay offline)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -1,0 +1,176 @@
+"""Query/key dictionaries: a pair of sparse encoder-decoders whose outputs are a layer's queries
+and keys (before rotation).
+
+- "qk_transcoder" (seed 000): both read the normalised residual stream before the layer and are
+  trained on the attention pattern they produce (KL), not on q/k reconstruction.
+- "qk_sae": the L2 baseline; one SAE reads and rebuilds q, the other k.
+
+Feature activations are f_Q [..., d_hidden_q] and f_K [..., d_hidden_k]; decoder rows viewed per
+head are dec_Q [d_hidden_q, n_heads, d_head] and dec_K [d_hidden_k, n_kv_heads, d_head].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from torch import Tensor, nn
+
+from attnviz._version import __version__
+from attnviz.dictionaries.sparse_coder import SparseCoder
+from attnviz.errors import DictionaryMismatchError
+
+ARCHITECTURES = ("qk_transcoder", "qk_sae")
+
+
+@dataclass
+class QKConfig:
+    architecture: str
+    """"qk_transcoder" (reads the normalised residual) or "qk_sae" (reads q and k themselves)."""
+    model: str
+    """Name of the model the dictionary was trained on."""
+    layer: int
+    """Attention layer, counted from 0."""
+    d_model: int
+    """Residual stream width."""
+    n_heads: int
+    """Query heads."""
+    n_kv_heads: int
+    """Key/value heads (fewer than n_heads under grouped-query attention)."""
+    d_head: int
+    """Width of one head's query/key."""
+    positional: str
+    """"rotary" or "absolute": whether scores rotate q and k by position."""
+    attn_scale: float
+    """Scores are q . k / attn_scale."""
+    d_hidden_q: int
+    """Query features."""
+    d_hidden_k: int
+    """Key features."""
+    hook_in: str = "resid_normed"
+    """What the encoders read (see attnviz.models.adapter for the convention)."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """The settings it was trained with (TrainConfig as a dict)."""
+    attnviz_version: str = __version__
+    """The attnviz version that wrote it."""
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"unknown architecture {self.architecture!r}: use one of {ARCHITECTURES}"
+            )
+
+    @classmethod
+    def for_model(
+        cls,
+        spec: Any,
+        layer: int,
+        d_hidden_q: int,
+        d_hidden_k: int | None = None,
+        architecture: str = "qk_transcoder",
+        **extra: Any,
+    ) -> QKConfig:
+        """A config matching an adapter's ModelSpec."""
+        return cls(
+            architecture=architecture, model=spec.name, layer=layer, d_model=spec.d_model,
+            n_heads=spec.n_heads, n_kv_heads=spec.n_kv_heads, d_head=spec.d_head,
+            positional=spec.positional, attn_scale=spec.attn_scale, d_hidden_q=d_hidden_q,
+            d_hidden_k=d_hidden_k or d_hidden_q,
+            hook_in="resid_normed" if architecture == "qk_transcoder" else "q,k", **extra,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QKConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class QKDictionary(nn.Module):
+    """A query coder and a key coder for one attention layer."""
+
+    def __init__(self, cfg: QKConfig, seed: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        d_q, d_k = cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head
+        transcoder = cfg.architecture == "qk_transcoder"
+        self.query = SparseCoder(cfg.d_model if transcoder else d_q, cfg.d_hidden_q, d_q, seed)
+        self.key = SparseCoder(cfg.d_model if transcoder else d_k, cfg.d_hidden_k, d_k, seed + 1)
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.cfg.architecture == "qk_transcoder"
+
+    def query_input(self, resid_normed: Tensor | None, q: Tensor | None) -> Tensor:
+        if self.is_transcoder:
+            assert resid_normed is not None, "a QK transcoder reads resid_normed"
+            return resid_normed
+        assert q is not None, "a q SAE reads q"
+        return q.flatten(-2)
+
+    def key_input(self, resid_normed: Tensor | None, k: Tensor | None) -> Tensor:
+        if self.is_transcoder:
+            assert resid_normed is not None, "a QK transcoder reads resid_normed"
+            return resid_normed
+        assert k is not None, "a k SAE reads k"
+        return k.flatten(-2)
+
+    def encode(
+        self, resid_normed: Tensor | None = None, q: Tensor | None = None, k: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Feature activations (f_Q, f_K) for each position."""
+        return (
+            self.query.encode(self.query_input(resid_normed, q)),
+            self.key.encode(self.key_input(resid_normed, k)),
+        )
+
+    def decode_q(self, f_q: Tensor) -> Tensor:
+        """[..., d_hidden_q] -> un-rotated queries [..., n_heads, d_head]."""
+        return self.query.decode(f_q).unflatten(-1, (self.cfg.n_heads, self.cfg.d_head))
+
+    def decode_k(self, f_k: Tensor) -> Tensor:
+        """[..., d_hidden_k] -> un-rotated keys [..., n_kv_heads, d_head]."""
+        return self.key.decode(f_k).unflatten(-1, (self.cfg.n_kv_heads, self.cfg.d_head))
+
+    def forward(
+        self, resid_normed: Tensor | None = None, q: Tensor | None = None, k: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(q_hat, k_hat, f_Q, f_K)."""
+        f_q, f_k = self.encode(resid_normed, q, k)
+        return self.decode_q(f_q), self.decode_k(f_k), f_q, f_k
+
+    @property
+    def dec_q(self) -> Tensor:
+        return self.query.W_dec.unflatten(-1, (self.cfg.n_heads, self.cfg.d_head))
+
+    @property
+    def dec_k(self) -> Tensor:
+        return self.key.W_dec.unflatten(-1, (self.cfg.n_kv_heads, self.cfg.d_head))
+
+    def check_compatible(self, spec: Any, layer: int | None = None) -> None:
+        """Raise DictionaryMismatchError naming what differs from the model (and layer) given."""
+        c = self.cfg
+        problems = []
+        for name, mine in [
+            ("d_model", c.d_model),
+            ("n_heads", c.n_heads),
+            ("n_kv_heads", c.n_kv_heads),
+            ("d_head", c.d_head),
+            ("positional", c.positional),
+        ]:
+            theirs = getattr(spec, name)
+            if mine != theirs:
+                problems.append(f"{name} {mine} vs {theirs}")
+        if problems:
+            raise DictionaryMismatchError(
+                f"this {c.architecture} was trained on {c.model} layer {c.layer} and does not fit "
+                f"{spec.name}: {', '.join(problems)}. Load the model it was trained on "
+                f"(attnviz.load_model({c.model!r})) or train one for {spec.name}."
+            )
+        if layer is not None and layer != c.layer:
+            raise DictionaryMismatchError(
+                f"this {c.architecture} was trained on layer {c.layer} of {c.model}, not layer "
+                f"{layer}: use it with layer={c.layer}, or train one for layer {layer}."
+            )
