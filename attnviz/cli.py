@@ -71,6 +71,54 @@ def _collect(args: argparse.Namespace):
     return adapter, store
 
 
+def _add_config_args(p: argparse.ArgumentParser, config_cls: type) -> None:
+    """One option per config field, help from the field's docstring: the config drives the CLI."""
+    import dataclasses
+
+    from attnviz.docstrings import field_docs
+
+    docs = field_docs(config_cls)
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                           help=docs.get(f.name))  # fmt: skip
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=type(default[0]), nargs=len(default), default=default,
+                           help=docs.get(f.name))  # fmt: skip
+        else:
+            p.add_argument(flag, type=type(default), default=default, help=docs.get(f.name))
+
+
+def _train_qk(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import attnviz
+    from attnviz.data.collect import collect_activations
+    from attnviz.data.corpora import get_corpus
+    from attnviz.training.config import QKTrainConfig
+    from attnviz.training.qk_trainer import QKTrainer
+
+    cfg = QKTrainConfig(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(QKTrainConfig)}
+    )
+    corpus = get_corpus(args.corpus)
+    adapter = attnviz.load_model(args.model, backend=args.backend, device=args.device)
+    name = adapter.spec.name
+    store_dir = args.store or f"activations/{name}-L{args.layer}"
+    store = collect_activations(
+        adapter, corpus, layer=args.layer, n_tokens=args.collect_tokens, out_dir=store_dir,
+        fields=("resid_normed", "q", "k"), n_ctx=args.n_ctx, batch_size=args.batch_size,
+    )  # fmt: skip
+    out = args.out or f"dictionaries/{name}-L{args.layer}-{cfg.architecture}"
+    trainer = QKTrainer(store, adapter.rotary(args.layer, args.n_ctx), cfg, out, args.device)
+    trainer.run()
+    last = [h for h in trainer.state.history if "eval_loss" in h]
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in (last[-1] if last else {}).items())
+    print(f"{cfg.architecture} for {name} layer {args.layer} -> {out}/dictionary ({summary})")
+
+
 def _demo(args: argparse.Namespace) -> None:
     from attnviz.demo import run_demo
 
@@ -88,6 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_collect_args(collect, tokens=100_000)
     collect.add_argument("--out", default=None, help="store directory (resumed if it exists)")
     collect.set_defaults(func=_collect)
+    train = sub.add_parser("train", help="train a dictionary")
+    kinds = train.add_subparsers(dest="kind", required=True)
+    qk = kinds.add_parser("qk", help="QK transcoders (pattern KL) or the L2 q/k SAE baseline")
+    qk.add_argument("--model", default=DEFAULT_MODEL, help="model name (see `attnviz models`)")
+    qk.add_argument("--backend", choices=["transformer_lens", "nnsight"], default=None)
+    qk.add_argument("--layer", type=int, required=True, help="attention layer, counted from 0")
+    qk.add_argument("--corpus", default="pydocs", help="corpus name, text file or folder")
+    qk.add_argument("--store", default=None, help="activation store (collected if missing)")
+    qk.add_argument("--collect-tokens", type=int, default=262_144, help="tokens to collect")
+    qk.add_argument("--n-ctx", type=int, default=128, help="tokens per context")
+    qk.add_argument("--batch-size", type=int, default=16, help="contexts per forward pass")
+    qk.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    qk.add_argument("--out", default=None, help="output directory (resumed if it exists)")
+    from attnviz.training.config import QKTrainConfig
+
+    _add_config_args(qk, QKTrainConfig)
+    qk.set_defaults(func=_train_qk)
     demo = sub.add_parser("demo", help="the main job on the embedded model, end to end")
     _add_collect_args(demo, tokens=32_768)
     demo.add_argument("--out", default=None, help="store directory")

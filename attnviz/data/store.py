@@ -358,6 +358,7 @@ class ActivationStore:
         buffer_chunks: int = 4,
         drop_last: bool = False,
         dtype: torch.dtype | None = None,
+        chunks: Sequence[int] | None = None,
     ) -> Iterator[dict[str, Tensor]]:
         """One epoch of batches, each a dict field -> tensor.
 
@@ -365,15 +366,19 @@ class ActivationStore:
         by="context": [batch n_ctx ...] rows are whole contexts, for recomputing patterns.
         Shuffling reads `buffer_chunks` chunks (in a random order) at a time and shuffles within
         them, so memory stays bounded; every token appears exactly once per epoch. Float fields
-        are cast to `dtype` when given. Pass a different seed for each epoch."""
+        are cast to `dtype` when given. Pass a different seed for each epoch. `chunks` limits the
+        epoch to those chunk indices (e.g. to hold the last chunk out for evaluation)."""
         fields = tuple(fields)
         self._check_fields(fields)
         if by not in ("token", "context"):
             raise ValueError(f"by must be 'token' or 'context', got {by!r}")
         if batch_size < 1 or buffer_chunks < 1:
             raise ValueError("batch_size and buffer_chunks must be >= 1")
+        selected = list(range(len(self.chunks))) if chunks is None else list(chunks)
+        if any(not 0 <= i < len(self.chunks) for i in selected):
+            raise ValueError(f"chunk indices must lie in 0-{len(self.chunks) - 1}")
         return self._batches(
-            batch_size, fields, shuffle, seed, by, device, buffer_chunks, drop_last, dtype
+            batch_size, fields, shuffle, seed, by, device, buffer_chunks, drop_last, dtype, selected
         )
 
     def _units(self, index: int, fields: tuple[str, ...], by: str) -> dict[str, Tensor]:
@@ -393,10 +398,14 @@ class ActivationStore:
         buffer_chunks: int,
         drop_last: bool,
         dtype: torch.dtype | None,
+        selected: list[int],
     ) -> Iterator[dict[str, Tensor]]:
         gen = torch.Generator().manual_seed(seed)
-        n_chunks = len(self.chunks)
-        order = torch.randperm(n_chunks, generator=gen).tolist() if shuffle else range(n_chunks)
+        n_chunks = len(selected)
+        chunk_order = (
+            torch.randperm(n_chunks, generator=gen).tolist() if shuffle else range(n_chunks)
+        )
+        order = [selected[i] for i in chunk_order]
 
         def out(data: dict[str, Tensor]) -> dict[str, Tensor]:
             if dtype is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attnviz._version import __version__
+from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.sparse_coder import SparseCoder
 from attnviz.errors import DictionaryMismatchError
 
@@ -98,6 +99,8 @@ class QKDictionary(nn.Module):
         transcoder = cfg.architecture == "qk_transcoder"
         self.query = SparseCoder(cfg.d_model if transcoder else d_q, cfg.d_hidden_q, d_q, seed)
         self.key = SparseCoder(cfg.d_model if transcoder else d_k, cfg.d_hidden_k, d_k, seed + 1)
+        # Step 2's sparse (query feature, key feature, head) table, once trained.
+        self.pairs: PairTable | None = None
 
     @property
     def is_transcoder(self) -> bool:

@@ -1,0 +1,1 @@
+"""Training dictionaries: configs, losses, dead-feature handling, the loops."""

@@ -1,0 +1,172 @@
+"""QK dictionaries: losses, training (falls, resumes exactly), dead features, save / load."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from attnviz.data import collect_activations
+from attnviz.dictionaries import PairTable, QKConfig, QKDictionary
+from attnviz.dictionaries.io import load_qk, save_qk
+from attnviz.errors import CorruptStoreError, DictionaryMismatchError, StoreMismatchError
+from attnviz.training.config import QKTrainConfig
+from attnviz.training.dead_features import FiringTracker, resample
+from attnviz.training.qk_losses import ghost_loss, log_pattern, pattern_kl
+from attnviz.training.qk_trainer import QKTrainer
+
+N_CTX = 32
+
+
+@pytest.fixture(scope="module")
+def store(tiny_llama_adapter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qk-store")
+    return collect_activations(
+        tiny_llama_adapter, "pydocs", layer=1, n_tokens=N_CTX * 96, out_dir=out / "store",
+        n_ctx=N_CTX, chunk_contexts=24, progress=False,
+    )  # fmt: skip
+
+
+def small_cfg(**overrides) -> QKTrainConfig:
+    base = QKTrainConfig(
+        d_hidden_q=64, d_hidden_k=64, tokens=N_CTX * 8 * 40, batch_contexts=8, warmup_steps=5,
+        eval_every=10, checkpoint_every=7, resample_every=15, dead_window=5, sparsity=1e-3,
+    )  # fmt: skip
+    return dataclasses.replace(base, **overrides)
+
+
+def trainer(store, adapter, out, **overrides) -> QKTrainer:
+    return QKTrainer(store, adapter.rotary(1, N_CTX), small_cfg(**overrides), out)
+
+
+def test_kl_is_zero_for_a_perfect_reconstruction_and_positive_otherwise():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 10, 4, 8), torch.randn(2, 10, 2, 8)
+    logp = log_pattern(q, k, 8**0.5)
+    assert pattern_kl(logp, logp).item() == 0.0
+    other = log_pattern(q + 0.3 * torch.randn_like(q), k, 8**0.5)
+    assert pattern_kl(logp, other).item() > 0
+
+
+def test_training_lowers_the_pattern_kl(store, tiny_llama_adapter, tmp_path):
+    run = trainer(store, tiny_llama_adapter, tmp_path)
+    before = run.evaluate()["eval_kl"]
+    qk = run.run(progress=False)
+    after = run.state.history[-3]["eval_kl"]
+    assert after < 0.6 * before, (before, after)
+    assert all(p.grad is not None for p in qk.parameters())  # gradients reached every tensor
+    # Outputs: the dictionary directory, history and densities.
+    loaded = load_qk(tmp_path / "dictionary", spec=tiny_llama_adapter.spec, layer=1)
+    assert torch.equal(loaded.query.W_dec, qk.query.W_dec.detach().cpu())
+    assert (tmp_path / "history.jsonl").read_text().count("\n") == len(run.state.history)
+    # Decoder rows stay at unit norm.
+    assert torch.allclose(qk.query.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5)
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(store, tiny_llama_adapter, tmp_path):
+    whole = trainer(store, tiny_llama_adapter, tmp_path / "whole").run(progress=False)
+    first = trainer(store, tiny_llama_adapter, tmp_path / "parts")
+    first.run(progress=False, stop_after=17)  # past a resampling and mid-epoch
+    assert first.state.step == 17
+    resumed = trainer(store, tiny_llama_adapter, tmp_path / "parts").run(progress=False)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_a_checkpoint_with_other_settings_is_refused(store, tiny_llama_adapter, tmp_path):
+    trainer(store, tiny_llama_adapter, tmp_path).run(progress=False, stop_after=3)
+    with pytest.raises(StoreMismatchError, match="sparsity"):
+        trainer(store, tiny_llama_adapter, tmp_path, sparsity=0.5).run(progress=False)
+
+
+def test_the_l2_baseline_trains_on_q_and_k(store, tiny_llama_adapter, tmp_path):
+    run = trainer(store, tiny_llama_adapter, tmp_path, architecture="qk_sae")
+    before = run.evaluate()["eval_mse"]
+    qk = run.run(progress=False)
+    assert run.state.history[-3]["eval_mse"] < 0.7 * before
+    assert not qk.is_transcoder and qk.query.d_in == 4 * 16
+
+
+def test_ghost_loss_reaches_only_dead_features():
+    coder = QKDictionary(
+        QKConfig("qk_transcoder", "m", 0, 16, 2, 1, 8, "absolute", 8**0.5, 32, 32)
+    ).query
+    x, residual = torch.randn(20, 16), torch.randn(20, 16)
+    nobody = torch.zeros(32, dtype=torch.bool)
+    assert ghost_loss(coder, x, residual, nobody).item() == 0.0
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[:5] = True
+    loss = ghost_loss(coder, x, residual, dead)
+    loss.backward()
+    assert loss.item() > 0
+    assert coder.W_dec.grad[:5].abs().sum() > 0 and coder.W_dec.grad[5:].abs().sum() == 0
+    # Rescaled by the dead fraction.
+    coder.zero_grad()
+    all_dead = torch.ones(32, dtype=torch.bool)
+    assert ghost_loss(coder, x, residual, all_dead).item() > loss.item()
+
+
+def test_resampling_revives_dead_features():
+    torch.manual_seed(0)
+    cfg = QKConfig("qk_transcoder", "m", 0, 16, 2, 1, 8, "absolute", 8**0.5, 32, 32)
+    coder = QKDictionary(cfg).query
+    with torch.no_grad():
+        coder.b_enc[:8] = -100.0  # features 0-7 never fire
+    x = torch.randn(256, 16)
+    tracker = FiringTracker(32)
+    tracker.update(coder.encode(x))
+    dead = tracker.dead(window=1)
+    assert dead[:8].all() and not dead[8:].any()
+    opt = torch.optim.Adam(coder.parameters())
+    n = resample(coder, dead, x, torch.randn(256, 16), opt, torch.Generator().manual_seed(0))
+    assert n == 8
+    fired = (coder.encode(x) > 0).any(0)
+    assert fired[:8].all()
+    assert torch.allclose(coder.W_dec[:8].norm(dim=-1), torch.ones(8), atol=1e-5)
+
+
+def test_save_load_round_trip_is_exact(tmp_path, tiny_llama_adapter):
+    cfg = QKConfig.for_model(tiny_llama_adapter.spec, layer=1, d_hidden_q=48, d_hidden_k=40)
+    qk = QKDictionary(cfg, seed=3)
+    with torch.no_grad():
+        for p in qk.parameters():
+            p.add_(torch.randn_like(p))
+    mask = (torch.rand(48, 40, 4) > 0.97).float() * torch.rand(48, 40, 4)
+    qk.pairs = PairTable.from_dense(mask)
+    save_qk(qk, tmp_path / "qk")
+    loaded = load_qk(tmp_path / "qk", spec=tiny_llama_adapter.spec, layer=1)
+    for name, value in qk.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    assert torch.equal(loaded.pairs.to_dense(), qk.pairs.to_dense())
+    assert loaded.cfg == cfg
+    # fp16 for shipping: half the bytes, close values.
+    save_qk(qk, tmp_path / "qk16", dtype=torch.float16)
+    small = (tmp_path / "qk16" / "weights.safetensors").stat().st_size
+    assert small < 0.6 * (tmp_path / "qk" / "weights.safetensors").stat().st_size
+    assert torch.allclose(
+        load_qk(tmp_path / "qk16").query.W_enc, qk.query.W_enc, rtol=1e-2, atol=1e-2
+    )
+
+
+def test_a_dictionary_for_another_model_or_layer_is_refused(tmp_path, tiny_llama_adapter):
+    from tests.tiny_models import adapters_for, tiny_gpt2
+
+    qk = QKDictionary(QKConfig.for_model(tiny_llama_adapter.spec, layer=1, d_hidden_q=16))
+    save_qk(qk, tmp_path / "qk")
+    gpt2 = adapters_for(tiny_gpt2(), "tiny-gpt2")[0]
+    with pytest.raises(DictionaryMismatchError, match=r"trained on tiny-llama layer 1.*positional"):
+        load_qk(tmp_path / "qk", spec=gpt2.spec)
+    with pytest.raises(DictionaryMismatchError, match="not layer 0"):
+        load_qk(tmp_path / "qk", spec=tiny_llama_adapter.spec, layer=0)
+
+
+def test_corrupt_or_missing_files_are_named(tmp_path, tiny_llama_adapter):
+    qk = QKDictionary(QKConfig.for_model(tiny_llama_adapter.spec, layer=1, d_hidden_q=16))
+    save_qk(qk, tmp_path / "qk")
+    weights = tmp_path / "qk" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(CorruptStoreError, match="truncated"):
+        load_qk(tmp_path / "qk")
+    with pytest.raises(FileNotFoundError, match="not a dictionary directory"):
+        load_qk(tmp_path)
