@@ -360,3 +360,15 @@ def test_an_offline_corpus_fails_before_touching_the_disk(
     with pytest.raises(ModelUnavailableError, match="'pydocs'"):
         collect_activations(tiny_llama_adapter, "tinystories", out_dir=tmp_path / "s", **ARGS)
     assert not (tmp_path / "s").exists()
+
+
+def test_two_collections_never_write_one_store_at_once(tiny_llama_adapter, tmp_path):
+    header = {"model": "m", "spec": tiny_llama_adapter.spec.to_dict(), "layer": 1,
+              "fields": ["q"], "dtype": "float32", "n_ctx": 8, "chunk_contexts": 2,
+              "corpus": {"name": "c", "fingerprint": "f"}}  # fmt: skip
+    with (
+        StoreWriter.open(tmp_path / "s", header),
+        pytest.raises(StoreMismatchError, match="another collection is writing"),
+    ):
+        StoreWriter.open(tmp_path / "s", header)
+    StoreWriter.open(tmp_path / "s", header).close()  # free again once the first is done

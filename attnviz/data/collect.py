@@ -132,22 +132,12 @@ def collect_activations(
     rows = contexts(corpus, adapter.tokenizer, n_ctx, adapter.spec.bos_token_id, target)
     # The first context before touching the disk: an offline or empty corpus fails here.
     rows = itertools.chain([next(rows)], rows)
-    writer = StoreWriter.open(out_dir, header, overwrite=overwrite)
-    if writer.complete and (writer.n_contexts >= target or writer.corpus_exhausted):
-        return ActivationStore.open(out_dir)
-    _fill(
-        writer,
-        adapter,
-        rows,
-        corpus.name,
-        layer,
-        fields,
-        n_tokens,
-        target,
-        batch_size,
-        dtype,
-        progress,
-    )
+    with StoreWriter.open(out_dir, header, overwrite=overwrite) as writer:
+        if not (writer.complete and (writer.n_contexts >= target or writer.corpus_exhausted)):
+            _fill(
+                writer, adapter, rows, corpus.name, layer, fields, n_tokens, target, batch_size,
+                dtype, progress,
+            )  # fmt: skip
     return ActivationStore.open(out_dir)
 
 

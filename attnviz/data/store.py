@@ -43,6 +43,7 @@ from attnviz.models.adapter import ACTIVATION_FIELDS
 FORMAT = "attnviz-activation-store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 TOKEN_FIELDS = ("tokens", "position")  # stored with every chunk, whatever the fields
 # A pattern is [heads dest src] per context, not per token; recompute it from q and k instead.
 STORABLE_FIELDS = tuple(f for f in ACTIVATION_FIELDS if f != "pattern")
@@ -434,9 +435,22 @@ class ActivationStore:
 class StoreWriter:
     """Appends chunks to a store directory, crash-safely; used by `collect_activations`."""
 
-    def __init__(self, root: Path, manifest: dict[str, Any]):
+    def __init__(self, root: Path, manifest: dict[str, Any], lock: Any = None):
         self.root = root
         self.manifest = manifest
+        self._lock = lock
+
+    def close(self) -> None:
+        """Let another collection write here (closing the lock file releases its lock)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def open(
@@ -448,38 +462,43 @@ class StoreWriter:
         if root.exists() and not root.is_dir():
             raise NotADirectoryError(f"{root} is a file: give a directory for the store")
         root.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            _remove_store_files(root)
-        header = json.loads(json.dumps(header))  # tuples -> lists, as they are read back
-        if (root / MANIFEST).exists():
-            manifest = _read_manifest(root)
-            _check_identity(root, manifest, header)
-            if manifest.get("chunk_contexts") != header.get("chunk_contexts"):
-                warnings.warn(
-                    f"resuming the store at {root} with its own chunk_contexts="
-                    f"{manifest.get('chunk_contexts')} (not {header.get('chunk_contexts')}), "
-                    "so that its chunks stay aligned",
-                    stacklevel=3,
-                )
-        else:
-            manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "attnviz_version": __version__,
-                **header,
-                "field_shapes": field_shapes(header["spec"], header["fields"]),
-                "target": {"n_tokens": 0, "n_contexts": 0},
-                "n_contexts": 0,
-                "n_tokens": 0,
-                "chunks": [],
-                "created": _now(),
-                "complete": False,
-                "corpus_exhausted": False,
-            }
-        writer = cls(root, manifest)
-        writer._clean()
-        writer._save()
-        return writer
+        lock = _lock_store(root)
+        try:
+            if overwrite:
+                _remove_store_files(root)
+            header = json.loads(json.dumps(header))  # tuples -> lists, as they are read back
+            if (root / MANIFEST).exists():
+                manifest = _read_manifest(root)
+                _check_identity(root, manifest, header)
+                if manifest.get("chunk_contexts") != header.get("chunk_contexts"):
+                    warnings.warn(
+                        f"resuming the store at {root} with its own chunk_contexts="
+                        f"{manifest.get('chunk_contexts')} (not {header.get('chunk_contexts')}), "
+                        "so that its chunks stay aligned",
+                        stacklevel=3,
+                    )
+            else:
+                manifest = {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "attnviz_version": __version__,
+                    **header,
+                    "field_shapes": field_shapes(header["spec"], header["fields"]),
+                    "target": {"n_tokens": 0, "n_contexts": 0},
+                    "n_contexts": 0,
+                    "n_tokens": 0,
+                    "chunks": [],
+                    "created": _now(),
+                    "complete": False,
+                    "corpus_exhausted": False,
+                }
+            writer = cls(root, manifest, lock)
+            writer._clean()
+            writer._save()
+            return writer
+        except BaseException:
+            lock.close()  # a refused or failed open must not keep the store locked
+            raise
 
     # ---- state -------------------------------------------------------------------------
 
@@ -603,6 +622,24 @@ class StoreWriter:
         self.manifest["complete"] = True
         self.manifest["corpus_exhausted"] = corpus_exhausted
         self._save()
+
+
+def _lock_store(root: Path) -> Any:
+    """An exclusive lock on the store, so two collections never write one directory at once."""
+    handle = open(root / LOCK, "a")  # noqa: SIM115 - held open for the writer's life
+    try:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX: no lock, as before
+        pass
+    except OSError:
+        handle.close()
+        raise StoreMismatchError(
+            f"another collection is writing to {root} right now: wait for it to finish, or "
+            "collect into another directory"
+        ) from None
+    return handle
 
 
 def _remove_store_files(root: Path) -> None:
