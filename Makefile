@@ -19,13 +19,13 @@ test: env widgets $(if $(BROWSER_TESTS),browser)
 	$(BIN)/python -m pytest -q
 
 check: env
-	$(BIN)/ruff check attnviz tests benchmarks
-	$(BIN)/ruff format --check attnviz tests benchmarks
+	$(BIN)/ruff check attnviz tests benchmarks scripts tutorials
+	$(BIN)/ruff format --check attnviz tests benchmarks scripts tutorials
 	$(BIN)/mypy
 
 format: env
-	$(BIN)/ruff format attnviz tests benchmarks
-	$(BIN)/ruff check --fix attnviz tests benchmarks
+	$(BIN)/ruff format attnviz tests benchmarks scripts tutorials
+	$(BIN)/ruff check --fix attnviz tests benchmarks scripts tutorials
 
 env: $(VENV)/.stamp-env
 

@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the embedded model, end to end")
     _add_collect_args(demo, tokens=32_768)
     demo.add_argument("--out", default=None, help="store directory")
+    demo.add_argument("--qk-steps", type=int, default=150, help="steps of the small QK transcoder")
+    demo.add_argument(
+        "--eval-contexts", type=int, default=8, help="held-out contexts for the shipped ones"
+    )
     demo.set_defaults(func=_demo)
     return parser
 

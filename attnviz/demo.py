@@ -78,7 +78,67 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
         f"\nhead {int(sink['head'])} puts {sink.first_token:.0%} of its attention on the first "
         f"token; mean entropy over heads is {table.entropy_frac.mean():.0%} of uniform."
     )
+    if args.qk_steps > 0:
+        _train_small_qk(adapter, store, args)
+    _evaluate_shipped(adapter, args.eval_contexts)
     return table
+
+
+def _train_small_qk(adapter, store, args: argparse.Namespace) -> None:
+    """Step 1 of seed 000 on the activations just collected: a small QK transcoder on the CPU."""
+    from attnviz.training.config import QKTrainConfig
+    from attnviz.training.qk_trainer import QKTrainer
+
+    cfg = QKTrainConfig(
+        d_hidden_q=256, d_hidden_k=256, tokens=args.qk_steps * 16 * args.n_ctx, batch_contexts=16,
+        sparsity=1.5e-2, warmup_steps=30, resample_every=60, dead_window=30, eval_every=50,
+        checkpoint_every=50,
+    )  # fmt: skip
+    out = tempfile.mkdtemp(prefix="attnviz-demo-qk-")
+    print(f"\ntraining a QK transcoder pair (2 x 256 features, {args.qk_steps} steps) -> {out}")
+    start = time.perf_counter()
+    trainer = QKTrainer(store, adapter.rotary(args.layer, args.n_ctx), cfg, out)
+    trainer.run()
+    seconds = time.perf_counter() - start
+    evals = [h for h in trainer.state.history if "eval_kl" in h]
+    first, last = evals[0], evals[-1]
+    print(
+        f"trained in {seconds:.0f} s ({cfg.tokens / seconds:,.0f} tokens/s): held-out pattern KL "
+        f"{first['eval_kl']:.3f} -> {last['eval_kl']:.3f} nats/row, L0 {last['eval_l0_q']:.1f} "
+        f"(query) / {last['eval_l0_k']:.1f} (key)"
+    )
+
+
+def _evaluate_shipped(adapter, n_contexts: int) -> None:
+    """The shipped QK transcoders (and pair masks) on held-out text: the metric table."""
+    import itertools
+
+    from attnviz.analysis.qk_metrics import evaluate_qk
+    from attnviz.data.contexts import contexts
+    from attnviz.data.corpora import get_corpus
+    from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk
+
+    shipped = [
+        r for r in list_pretrained()
+        if r["model"] == adapter.spec.name and r["architecture"] == "qk_transcoder"
+    ]  # fmt: skip
+    if not shipped or n_contexts <= 0:
+        return
+    # Contexts after the 2048 the shipped dictionaries were trained on.
+    rows = contexts(get_corpus("pydocs"), adapter.tokenizer, 128, adapter.spec.bos_token_id)
+    held = torch.stack(list(itertools.islice(rows, 2048, 2048 + n_contexts)))
+    batches = [held[i : i + 4] for i in range(0, len(held), 4)]
+    print(f"\nshipped QK transcoders on {len(held)} held-out contexts of 128 tokens:")
+    frames = []
+    for entry in shipped:
+        qk = load_pretrained_qk(adapter.spec.name, entry["layer"])
+        frames.append(evaluate_qk(adapter, qk, batches, pairs=qk.pairs).table())
+    cols = ["layer", "d_hidden_q", "l0_q", "l0_k", "live_q", "live_k", "kl_mean",
+            "ce_recovered_uniform", "ce_recovered_mean", "pairs_kept", "masked_kl_mean",
+            "masked_ce_recovered_uniform"]  # fmt: skip
+    table = pd.concat(frames)
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 200):
+        print(table[[c for c in cols if c in table]].to_string(index=False))
 
 
 def _weighted_mean(frame: pd.DataFrame) -> pd.DataFrame:

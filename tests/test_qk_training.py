@@ -170,3 +170,38 @@ def test_corrupt_or_missing_files_are_named(tmp_path, tiny_llama_adapter):
         load_qk(tmp_path / "qk")
     with pytest.raises(FileNotFoundError, match="not a dictionary directory"):
         load_qk(tmp_path)
+
+
+def test_the_pair_mask_keeps_few_pairs_and_the_pattern(tiny_tokenizer, tmp_path):
+    from attnviz.analysis.qk_pairs import pattern_from_features
+    from attnviz.models.nnsight_adapter import NNsightAdapter
+    from attnviz.training.mask_trainer import MaskTrainConfig, train_pair_mask
+    from tests.tiny_models import tiny_llama
+
+    # Peaked patterns, so that which pairs are kept matters.
+    adapter = NNsightAdapter(tiny_llama(sharpen=4.0), tiny_tokenizer, "sharp-llama", 0)
+    store = collect_activations(
+        adapter, "pydocs", layer=1, n_tokens=N_CTX * 96, out_dir=tmp_path / "store",
+        n_ctx=N_CTX, chunk_contexts=24, progress=False,
+    )  # fmt: skip
+    qk = trainer(store, adapter, tmp_path / "qk", sparsity=3e-3).run(progress=False)
+    rotary = adapter.rotary(1, N_CTX)
+    cfg = MaskTrainConfig(contexts=8, n_ctx=N_CTX, batch_contexts=4, steps=120, lr=2e-2,
+                          mask_reg=1e-5)  # fmt: skip
+    table = train_pair_mask(qk, store, rotary, tmp_path / "mask", cfg, progress=False)
+    d_q, d_k, heads = table.shape
+    assert 0 < table.nnz < 0.5 * d_q * d_k * heads
+    assert ((table.value > cfg.threshold) & (table.value <= 1)).all()
+    batch = next(iter(store.batches(8, ("resid_normed", "q", "k"), shuffle=False, by="context")))
+    with torch.no_grad():
+        q_hat, k_hat, f_q, f_k = qk(resid_normed=batch["resid_normed"])
+        true = log_pattern(rotary.apply(batch["q"]), rotary.apply(batch["k"]), qk.cfg.attn_scale)
+        full = log_pattern(rotary.apply(q_hat), rotary.apply(k_hat), qk.cfg.attn_scale)
+        masked = pattern_from_features(qk, f_q, f_k, table, rotary).clamp_min(1e-30).log()
+        empty = PairTable.from_dense(torch.zeros(table.shape))
+        bias_only = pattern_from_features(qk, f_q, f_k, empty, rotary).clamp_min(1e-30).log()
+    kl_full, kl_masked = pattern_kl(true, full), pattern_kl(true, masked)
+    kl_none = pattern_kl(true, bias_only)
+    print(f"KL all pairs {kl_full:.4f}, kept {kl_masked:.4f}, none {kl_none:.4f}, {table.nnz} kept")
+    # The kept few carry what the pairs contribute: most of the way from no pairs to all pairs.
+    assert kl_masked < kl_none - 0.5 * (kl_none - kl_full)

@@ -20,8 +20,11 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(str(converted_dir()))
 
 
-def tiny_llama(seed: int = 0, n_layers: int = 2):
-    """Rotary positions, RMSNorm, grouped-query attention (4 query heads share 2 kv heads)."""
+def tiny_llama(seed: int = 0, n_layers: int = 2, sharpen: float = 1.0):
+    """Rotary positions, RMSNorm, grouped-query attention (4 query heads share 2 kv heads).
+
+    sharpen > 1 scales W_Q and W_K, so patterns are peaked (as in trained models) rather than
+    nearly uniform."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
@@ -42,6 +45,8 @@ def tiny_llama(seed: int = 0, n_layers: int = 2):
     with torch.no_grad():
         for layer in model.model.layers:
             layer.input_layernorm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.q_proj.weight.mul_(sharpen)
+            layer.self_attn.k_proj.weight.mul_(sharpen)
     return model
 
 

@@ -26,14 +26,16 @@ Pure functions: tensors in, tensors / DataFrames out. Shapes: f_q [batch, n, d_q
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import Tensor
 
-from attnviz.analysis.patterns import attention_scores, causal_mask, expand_kv_heads
+from attnviz.analysis.patterns import causal_mask, expand_kv_heads
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKDictionary
 from attnviz.models.rotary import Rotary
@@ -89,6 +91,24 @@ def _on(rotary: Rotary | None, device: torch.device) -> Rotary | None:
     if rotary is None or rotary.cos.device == device:
         return rotary
     return Rotary(rotary.cos.to(device), rotary.sin.to(device), rotary.adjacent_pairs)
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """Run on one CPU thread (restoring the count after). The sparse path is thousands of small
+    ops, which intra-op threads do not speed up; on shared cores (notebook servers, CI) each
+    parallel region can instead wait milliseconds for a descheduled worker. Measured on 2 busy
+    cores: 15 ms for a 600 x 64 x 20 matmul (60x one thread's time), 77 s instead of 5 s for
+    masked_scores at n = 2048."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _rotate(rotary: Rotary | None, x: Tensor, positions: Tensor) -> Tensor:
@@ -238,7 +258,8 @@ def _prepare(w: _Weights, pairs: PairTable, rotary: Rotary | None, chunk: int) -
     q, k, head = (t.to(device=device, dtype=torch.long) for t in (pairs.q, pairs.k, pairs.head))
     value = pairs.value.to(device=device, dtype=torch.float32)
     unit = k * w.n_kv + head // w.group
-    order = torch.argsort(unit, stable=True)
+    with _one_thread(device):  # a parallel sort of this size stalls on busy shared cores
+        order = torch.argsort(unit, stable=True)
     weight = value / w.scale
     if rotary is None:
         # Without rotation the dot product is one number per pair: fold it in now.
@@ -247,12 +268,14 @@ def _prepare(w: _Weights, pairs: PairTable, rotary: Rotary | None, chunk: int) -
 
 
 @dataclass
-class _Block:
-    """Pair contributions to scores for a set of (pair, dest) items against the source positions
-    where the pair's key feature is active: value[r, c] adds to s_head[r](dest[r], src[c])."""
+class PairBlock:
+    """Pair contributions to one sequence's scores: items (a kept pair, a destination where its
+    query feature is active) against the sources where its key feature is active.
+    value[r, c] is that pair's term (mask included) in s_head(dest[r], src[c]); it belongs at
+    at[r] + src[c] of the flattened [n_heads, n, n] scores."""
 
     pair: Tensor  # int64 [m] row in the PairTable
-    head: Tensor  # int64 [m]
+    at: Tensor  # int64 [m] (head * n + dest) * n: where the row starts in flattened scores
     dest: Tensor  # int64 [m]
     src: Tensor  # int64 [n_src]
     value: Tensor  # float32 [m, n_src]
@@ -261,7 +284,16 @@ class _Block:
 def _pair_blocks(
     w: _Weights, f_q: Tensor, f_k: Tensor, table: _Pairs, rotary: Rotary | None,
     positions: Tensor, chunk: int, causal: bool = True,
-) -> Iterator[_Block]:  # fmt: skip
+) -> Iterator[PairBlock]:  # fmt: skip
+    """_blocks on one CPU thread (see _one_thread), restored when the iteration ends."""
+    with _one_thread(f_q.device):
+        yield from _blocks(w, f_q, f_k, table, rotary, positions, chunk, causal)
+
+
+def _blocks(
+    w: _Weights, f_q: Tensor, f_k: Tensor, table: _Pairs, rotary: Rotary | None,
+    positions: Tensor, chunk: int, causal: bool,
+) -> Iterator[PairBlock]:  # fmt: skip
     """Every kept pair's contribution at every (dest, src) where its query feature is active at
     dest and its key feature at src, for one sequence (f_q [n, d_q], f_k [n, d_k], positions [n]).
 
@@ -298,15 +330,14 @@ def _pair_blocks(
         total = int(cum[-1]) if cum.numel() else 0
         kstart_l, kend_l = kstart.tolist(), kend.tolist()
         for s in range(0, total, item_budget):
-            items = torch.arange(s, min(total, s + item_budget), device=f_q.device)
-            p = torch.searchsorted(cum, items, right=True)
-            act = queries.ptr[table.q[p]] + items - (cum[p] - cnt[p])
+            p, act = _items(queries, table, cnt, cum, s, min(total, s + item_budget))
             coef = queries.val[act] * table.weight[p]
             head = table.head[p]
             dest = queries.pos[act] + start
+            at = (head * n + dest) * n
             ident = table.ident[p]
             if rotary is not None:
-                qv = rq[act * H + head] * coef[:, None]  # [m, D]
+                qv = rq.index_select(0, act * H + head).mul_(coef[:, None])  # [m, D]
             units, lengths = torch.unique_consecutive(table.unit[p], return_counts=True)
             o = 0
             for u, length in zip(units.tolist(), lengths.tolist(), strict=True):
@@ -320,8 +351,89 @@ def _pair_blocks(
                         value = qv[r] @ rk[k0:k1, g].T
                     else:
                         value = coef[r, None] * kval[None, k0:k1]
-                    yield _Block(pair=ident[r], head=head[r], dest=dest[r], src=src, value=value)
+                    yield PairBlock(pair=ident[r], at=at[r], dest=dest[r], src=src, value=value)
                 o += length
+
+
+def _items(
+    queries: _Active, table: _Pairs, cnt: Tensor, cum: Tensor, s: int, e: int
+) -> tuple[Tensor, Tensor]:
+    """Items s..e-1 of the enumeration of (pair, active query of the pair's query feature), where
+    pair p has cnt[p] items and cum = cnt.cumsum(): (pair index [m], activation index [m])."""
+    items = torch.arange(s, e, device=cnt.device)
+    p = torch.searchsorted(cum, items, right=True)
+    return p, queries.ptr[table.q[p]] + items - (cum[p] - cnt[p])
+
+
+def _add_absolute_pair_terms(
+    w: _Weights, f_q: Tensor, f_k: Tensor, table: _Pairs, out: Tensor, chunk: int
+) -> None:
+    """Add one sequence's pair terms to out [n_heads, n, n], for absolute positions.
+
+    Without rotation a pair's term is f_Q[i,a] f_K[j,b] W_h[a,b], one number W_h[a,b] =
+    mask * map / scale per pair (table.weight), so the pair terms are f_Q W_h f_K^T. Per chunk
+    of query positions, X = f_Q W_h [n_heads, c, d_k] is scattered from (pair, active query)
+    items, and each head meets the active keys in one sparse (CSR f_K) x dense product: no loop
+    over key features and no scatter per (cell, pair). Memory: X, n_heads x c x d_k <= chunk."""
+    n, d_k = f_k.shape
+    H = w.n_heads
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta state"
+        keys = f_k.to_sparse_csr()
+    k_of_pair = table.unit // w.n_kv
+    step = max(1, chunk // (H * d_k))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        queries = _by_feature(f_q[start:stop])
+        cnt = queries.counts[table.q]
+        cum = cnt.cumsum(0)
+        total = int(cum[-1]) if cum.numel() else 0
+        if total == 0:
+            continue
+        x = torch.zeros(H * (stop - start) * d_k, device=f_q.device)
+        for s in range(0, total, chunk):
+            p, act = _items(queries, table, cnt, cum, s, min(total, s + chunk))
+            at = (table.head[p] * (stop - start) + queries.pos[act]) * d_k + k_of_pair[p]
+            x.index_add_(0, at, queries.val[act] * table.weight[p])
+        x = x.view(H, stop - start, d_k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for h in range(H):
+                out[h, start:stop] += torch.sparse.mm(keys, x[h].T).T  # [n_src, c] -> [c, n_src]
+
+
+def pair_contributions(
+    qk: QKDictionary, f_q: Tensor, f_k: Tensor, pairs: PairTable, rotary: Rotary | None,
+    positions: Tensor | None = None, causal: bool = True, chunk: int = DEFAULT_CHUNK,
+) -> Iterator[PairBlock]:  # fmt: skip
+    """The kept pairs' terms of one sequence's scores (f_q [n, d_q], f_k [n, d_k]) as PairBlocks,
+    without the bias terms and without summing: what masked_scores scatters, for callers that
+    need each pair's share (mask fitting, attribution). Mask values are included (a table of
+    ones gives the terms at m = 1).
+
+    With `causal` no block reaches sources after its query chunk, but blocks may still hold some
+    src > dest entries: filter with `src[None, :] <= dest[:, None]`. While iterating on CPU,
+    torch runs on one thread (see _one_thread)."""
+    if f_q.ndim != 2 or f_k.ndim != 2:
+        raise ValueError("pair_contributions takes one sequence: f_q [n, d_q], f_k [n, d_k]")
+    _check_widths(qk, f_q, f_k)
+    _check_table(qk, pairs)
+    device = f_q.device
+    # No torch.no_grad() here: it would stay on in the caller's code between blocks. The
+    # weights are detached, so blocks carry no graph unless the activations do.
+    w = _weights(qk, device)
+    rotary = _on(rotary, device)
+    pos = _positions(positions, 1, f_q.shape[0], rotary, device)[0]
+    table = _prepare(w, pairs, rotary, chunk)
+    yield from _pair_blocks(w, f_q.float(), f_k.float(), table, rotary, pos, chunk, causal)
+
+
+def _scores(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """Unmasked scores [batch, n_heads, n, n] of q [b, n, h, d] and k [b, n, h_kv, d], divided in
+    place (one n x n buffer, not two)."""
+    k = expand_kv_heads(k, q.shape[-2])
+    # matmul (unlike einsum) hands back a contiguous result, which the scatter needs.
+    return torch.matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)).div_(scale)
 
 
 def _bias_scores(
@@ -347,7 +459,7 @@ def _bias_scores(
         q_side, k_side = q_hat, (kf + b_k if keep_row_terms else kf)
         if rotary is not None:
             q_side, k_side = rotary.apply(q_side, positions), rotary.apply(k_side, positions)
-        return attention_scores(q_side, k_side, w.scale, masked=False)
+        return _scores(q_side, k_side, w.scale)
     # <[q̂ ; b_Q], [b_K ; k̂ - b_K]> = <q̂, b_K> + <b_Q, k̂ - b_K>: both terms in one einsum.
     halves_q = (q_hat, w.b_q.expand_as(q_hat))
     halves_k = (b_k if keep_row_terms else torch.zeros_like(b_k), kf)
@@ -356,7 +468,7 @@ def _bias_scores(
         halves_q = tuple(rotary.apply(x, positions) for x in halves_q)  # type: ignore[assignment]
         halves_k = tuple(rotary.apply(x, positions) for x in halves_k)  # type: ignore[assignment]
     q_side, k_side = torch.cat(halves_q, dim=-1), torch.cat(halves_k, dim=-1)
-    return attention_scores(q_side, k_side, w.scale, masked=False)
+    return _scores(q_side, k_side, w.scale)
 
 
 def masked_scores(
@@ -378,7 +490,7 @@ def masked_scores(
     f_q, f_k, squeeze = _batched(f_q, f_k)
     _check_widths(qk, f_q, f_k)
     device = f_q.device
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread(device):
         w = _weights(qk, device)
         rotary = _on(rotary, device)
         f_q, f_k = f_q.float(), f_k.float()
@@ -386,16 +498,25 @@ def masked_scores(
         pos = _positions(positions, batch, n, rotary, device)
         keep_rows = rotary is not None or include_row_constants
         bias = _bias_scores(w, f_q, f_k, rotary, pos, keep_rows, full_pairs=pairs is None)
-        scores = torch.zeros(batch, w.n_heads, n, n, device=device) + bias
+        full = (batch, w.n_heads, n, n)
+        # The bias scores are the output's first layer (rotary: already full size, used in place).
+        scores = (
+            bias.contiguous()
+            if bias.shape == full
+            else torch.empty(full, device=device).copy_(bias)
+        )
         if pairs is not None:
             _check_table(qk, pairs)
             table = _prepare(w, pairs, rotary, chunk)
             for bi in range(batch):
+                if rotary is None:
+                    _add_absolute_pair_terms(w, f_q[bi], f_k[bi], table, scores[bi], chunk)
+                    continue
                 flat = scores[bi].view(-1)
                 for blk in _pair_blocks(w, f_q[bi], f_k[bi], table, rotary, pos[bi], chunk):
                     # Sources after dest land in cells the causal mask overwrites below.
-                    idx = ((blk.head * n + blk.dest) * n)[:, None] + blk.src[None, :]
-                    flat.index_add_(0, idx.view(-1), blk.value.view(-1))
+                    idx = blk.at[:, None] + blk.src[None, :]
+                    flat.scatter_add_(0, idx.view(-1), blk.value.view(-1))
         scores.masked_fill_(~causal_mask(n, device=device), float("-inf"))
     return scores[0] if squeeze else scores
 
@@ -505,8 +626,8 @@ def decompose_score(
     omitted unless `include_row_constants`. Columns: kind, label, q_feature, k_feature,
     contribution, f_q, f_k, mask, map_weight (the unmasked <R dec_Q, R dec_K> / scale at this
     offset), n_pairs, row_constant."""
-    with torch.no_grad():
-        device = f_q_i.device
+    device = f_q_i.device
+    with torch.no_grad(), _one_thread(device):
         w = _weights(qk, device)
         rotary = _on(rotary, device)
         g = head // w.group
@@ -594,7 +715,7 @@ def rank_pairs(
     f_q, f_k, _ = _batched(f_q, f_k)
     _check_widths(qk, f_q, f_k)
     device = f_q.device
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread(device):
         w = _weights(qk, device)
         rotary = _on(rotary, device)
         if pairs is None:

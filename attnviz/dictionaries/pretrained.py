@@ -1,0 +1,54 @@
+"""Dictionaries shipped inside the package (trained by scripts/ship_qk_transcoders.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from attnviz.dictionaries.io import CONFIG, load_qk
+from attnviz.dictionaries.qk import QKDictionary
+
+ROOT = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def pretrained_dir(model: str) -> Path:
+    return ROOT / model
+
+
+def list_pretrained() -> list[dict]:
+    """One row per shipped dictionary: model, name, architecture, layer, widths, path."""
+    rows = []
+    for cfg_file in sorted(ROOT.glob(f"*/*/{CONFIG}")):
+        cfg = json.loads(cfg_file.read_text())
+        rows.append(
+            {
+                "model": cfg_file.parent.parent.name,
+                "name": cfg_file.parent.name,
+                "architecture": cfg["architecture"],
+                "layer": cfg["layer"],
+                "d_hidden_q": cfg["d_hidden_q"],
+                "d_hidden_k": cfg["d_hidden_k"],
+                "pairs": "pairs_shape" in cfg,
+                "path": str(cfg_file.parent),
+            }
+        )
+    return rows
+
+
+def load_pretrained_qk(
+    model: str = "smollm2-135m",
+    layer: int = 3,
+    architecture: str = "qk_transcoder",
+    device: torch.device | str | None = None,
+) -> QKDictionary:
+    """A shipped QK dictionary (fp16 on disk, float32 in memory)."""
+    path = pretrained_dir(model) / f"{architecture.replace('_', '-')}-L{layer}"
+    if not (path / CONFIG).is_file():
+        have = [f"{r['name']}" for r in list_pretrained() if r["model"] == model] or ["none"]
+        raise FileNotFoundError(
+            f"no shipped {architecture} for {model} layer {layer} (shipped: {', '.join(have)}); "
+            f"train one with `attnviz train qk --model {model} --layer {layer}`"
+        )
+    return load_qk(path, device=device)

@@ -1,0 +1,152 @@
+"""Step 2 of seed 000: learn which query-feature x key-feature pairs matter to each head.
+
+A mask m in [0, 1] over candidate pairs (a, b, h) scales each pair's score term; it is fitted to
+the true pattern (KL per query row) with an L0.5 penalty on m, the transcoders frozen. What
+survives is a sparse PairTable.
+
+Scores are linear in m: s = bias + A m, with A the pairs' contributions at m = 1 for every
+(head, dest, src) cell. A is computed once, sparsely, for a fixed set of contexts (from the
+active features and rotated decoder rows only; never a dense d_Q x d_K x heads x positions²
+tensor), so each step is a scatter-add plus a softmax. This also works for rotary models, where
+a pair's contribution depends on the relative position of dest and src.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from attnviz.analysis.patterns import attention_scores
+from attnviz.analysis.qk_pairs import masked_scores, pair_contributions
+from attnviz.data.store import ActivationStore
+from attnviz.dictionaries.pair_table import PairTable
+from attnviz.dictionaries.qk import QKDictionary
+from attnviz.models.rotary import Rotary
+from attnviz.training.qk_losses import pattern_kl
+
+
+@dataclass
+class MaskTrainConfig:
+    contexts: int = 32
+    """Contexts the mask is fitted on (the store's first ones, never its held-out last chunk)."""
+    n_ctx: int = 64
+    """Positions of each context used (the first n_ctx, BOS included)."""
+    batch_contexts: int = 8
+    """Contexts per step."""
+    steps: int = 300
+    """Optimisation steps."""
+    lr: float = 1e-2
+    """Adam learning rate for the mask."""
+    mask_reg: float = 2e-6
+    """Coefficient of sum sqrt(|m| + eps) over all candidate pairs."""
+    threshold: float = 1e-2
+    """Pairs whose mask ends at or below this are dropped."""
+    seed: int = 0
+    """Data order."""
+
+
+@dataclass
+class _Context:
+    true_logp: Tensor  # [heads, n, n]
+    bias: Tensor  # [heads, n, n], pair terms excluded
+    cell: Tensor  # int64 [nnz] flattened (head, dest, src), causal cells only
+    pair: Tensor  # int64 [nnz] candidate index
+    value: Tensor  # float32 [nnz] contribution at m = 1
+
+
+def candidate_pairs(f_q: Tensor, f_k: Tensor, n_heads: int) -> PairTable:
+    """Every (query feature, key feature, head) whose features both fire in the data."""
+    live_q = (f_q.reshape(-1, f_q.shape[-1]) > 0).any(0).nonzero(as_tuple=True)[0]
+    live_k = (f_k.reshape(-1, f_k.shape[-1]) > 0).any(0).nonzero(as_tuple=True)[0]
+    a, b, h = torch.meshgrid(live_q, live_k, torch.arange(n_heads), indexing="ij")
+    return PairTable(
+        q=a.reshape(-1), k=b.reshape(-1), head=h.reshape(-1),
+        value=torch.ones(a.numel()), shape=(f_q.shape[-1], f_k.shape[-1], n_heads),
+    )  # fmt: skip
+
+
+def _context(qk, f_q, f_k, q, k, candidates, rotary) -> _Context:
+    rot = (lambda x: x) if rotary is None else rotary.apply
+    true_logp = attention_scores(rot(q[None]), rot(k[None]), qk.cfg.attn_scale)[0].log_softmax(-1)
+    none = torch.zeros(0, dtype=torch.long)
+    empty = PairTable(q=none, k=none, head=none, value=torch.zeros(0), shape=candidates.shape)
+    bias = masked_scores(qk, f_q, f_k, empty, rotary, include_row_constants=True)
+    cells, pairs, values = [], [], []
+    for blk in pair_contributions(qk, f_q, f_k, candidates, rotary):
+        causal = blk.src[None, :] <= blk.dest[:, None]  # future cells are masked anyway
+        rows, cols = causal.nonzero(as_tuple=True)
+        cells.append(blk.at[rows] + blk.src[cols])
+        pairs.append(blk.pair[rows])
+        values.append(blk.value[rows, cols])
+    cat = lambda xs, dt: torch.cat(xs) if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+    return _Context(
+        true_logp=true_logp, bias=bias.masked_fill(torch.isinf(bias), 0.0),
+        cell=cat(cells, torch.long), pair=cat(pairs, torch.long), value=cat(values, torch.float32),
+    )  # fmt: skip
+
+
+def _scores(ctx: _Context, mask: Tensor) -> Tensor:
+    flat = ctx.bias.reshape(-1).index_add(0, ctx.cell, ctx.value * mask[ctx.pair])
+    n = ctx.bias.shape[-1]
+    allowed = torch.ones(n, n, dtype=torch.bool, device=flat.device).tril()
+    return flat.view_as(ctx.bias).masked_fill(~allowed, float("-inf"))
+
+
+def train_pair_mask(
+    qk: QKDictionary,
+    store: ActivationStore,
+    rotary: Rotary | None,
+    out_dir: str | Path | None = None,
+    cfg: MaskTrainConfig | None = None,
+    progress: bool = True,
+) -> PairTable:
+    """Fit the mask on the store's first `cfg.contexts` contexts and return the kept pairs."""
+    cfg = cfg or MaskTrainConfig()
+    qk = qk.eval()
+    fields = ("resid_normed", "q", "k") if qk.is_transcoder else ("q", "k")
+    batches = store.batches(cfg.contexts, fields, shuffle=False, by="context", dtype=torch.float32,
+                            chunks=list(range(max(1, len(store.chunks) - 1))))  # fmt: skip
+    data = {f: t[:, : cfg.n_ctx] for f, t in next(iter(batches)).items()}
+    with torch.no_grad():
+        _, _, f_q, f_k = qk(resid_normed=data.get("resid_normed"), q=data["q"], k=data["k"])
+    candidates = candidate_pairs(f_q, f_k, qk.cfg.n_heads)
+    contexts = [
+        _context(qk, f_q[i], f_k[i], data["q"][i], data["k"][i], candidates, rotary)
+        for i in tqdm(range(f_q.shape[0]), desc="pair contributions", disable=not progress)
+    ]
+    mask = torch.ones(candidates.nnz, requires_grad=True)
+    opt = torch.optim.Adam([mask], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    bar = tqdm(range(cfg.steps), desc="pair mask", disable=not progress)
+    for step in bar:
+        pick = torch.randperm(len(contexts), generator=gen)[: cfg.batch_contexts].tolist()
+        kl = torch.stack([pattern_kl(contexts[i].true_logp[None], _scores(contexts[i], mask).log_softmax(-1)[None]) for i in pick]).mean()  # fmt: skip
+        penalty = torch.sqrt(mask.abs() + 1e-8).sum()
+        loss = kl + cfg.mask_reg * penalty
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            mask.clamp_(0.0, 1.0)
+        kept = int((mask > cfg.threshold).sum())
+        bar.set_postfix(kl=f"{kl.item():.4f}", kept=f"{kept:,}")
+        if step % 25 == 0 or step == cfg.steps - 1:
+            history.append({"step": step, "kl": kl.item(), "kept": kept})
+    keep = mask.detach() > cfg.threshold
+    table = PairTable(
+        q=candidates.q[keep], k=candidates.k[keep], head=candidates.head[keep],
+        value=mask.detach()[keep], shape=candidates.shape,
+    )  # fmt: skip
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"config": asdict(cfg), "candidates": candidates.nnz, "kept": table.nnz,
+                   "fraction_kept": table.fraction_kept, "history": history}  # fmt: skip
+        (out / "mask_history.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return table
