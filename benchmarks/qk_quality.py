@@ -24,6 +24,7 @@ import attnviz
 from attnviz.analysis.qk_metrics import evaluate_qk
 from attnviz.data.contexts import contexts
 from attnviz.data.corpora import get_corpus
+from attnviz.dictionaries.io import load_qk
 from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk
 
 RESULTS = Path(__file__).parent / "results" / "qk_quality.json"
@@ -58,6 +59,7 @@ def held_out_batches(adapter, n_contexts: int, n_ctx: int = 128, batch: int = 8)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contexts", type=int, default=32, help="held-out contexts per layer")
+    parser.add_argument("--work", default="runs/ship", help="where the ship script kept its runs")
     args = parser.parse_args()
     adapter = attnviz.load_model()
     batches = held_out_batches(adapter, args.contexts)
@@ -65,8 +67,13 @@ def main() -> None:
     if not shipped:
         raise SystemExit("no shipped dictionaries: run scripts/ship_qk_transcoders.py first")
     rows, per_head = [], []
-    for entry in shipped:
-        qk = load_pretrained_qk(adapter.spec.name, entry["layer"], entry["architecture"])
+    # Wider L2 baselines that the ship script trained but does not ship (--wide-baselines).
+    wide = sorted(Path(args.work).glob("qk_sae-w*-L*/dictionary"))
+    jobs = [
+        (load_pretrained_qk(adapter.spec.name, e["layer"], e["architecture"]), e) for e in shipped
+    ]
+    jobs += [(load_qk(p), {"architecture": "qk_sae"}) for p in wide]
+    for qk, entry in jobs:
         start = time.perf_counter()
         report = evaluate_qk(adapter, qk, batches, pairs=qk.pairs)
         row = report.table().iloc[0].to_dict()
@@ -75,7 +82,7 @@ def main() -> None:
         row["dead_fraction_k"] = 1 - row["live_k"] / row["d_hidden_k"]
         rows.append(row)
         per_head.append(report.per_head.assign(architecture=entry["architecture"]))
-    table = pd.DataFrame(rows).sort_values(["layer", "architecture"])
+    table = pd.DataFrame(rows).sort_values(["layer", "architecture", "d_hidden_q"])
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format
     ):

@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--work", default="runs/ship", help="stores and checkpoints")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--masks", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--wide-baselines", type=int, nargs="*", default=[],
+        help="extra L2 baseline widths, kept under --work (benchmarks/qk_quality.py reads them)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(args.work)
     adapter = attnviz.load_model()
@@ -53,6 +57,11 @@ def main() -> None:
             runs.append(
                 ("qk_sae", dataclasses.replace(SHIPPED, architecture="qk_sae", sparsity=3e-3))
             )
+        for width in args.wide_baselines:
+            wide = dataclasses.replace(
+                SHIPPED, architecture="qk_sae", sparsity=3e-3, d_hidden_q=width, d_hidden_k=width
+            )
+            QKTrainer(store, rotary, wide, work / f"qk_sae-w{width}-L{layer}").run()
         for name, cfg in runs:
             run_dir = work / f"{name}-L{layer}"
             QKTrainer(store, rotary, cfg, run_dir).run()

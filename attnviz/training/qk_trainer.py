@@ -31,13 +31,27 @@ from attnviz.training.dead_features import FiringTracker, resample
 from attnviz.training.qk_losses import ghost_loss, log_pattern, pattern_kl, sparsity_penalty
 
 CHECKPOINT = "checkpoint.pt"
+DENSITY_BINS = [-8, -7, -6, -5, -4, -3, -2, -1, 0]
+
+
+def density_histogram(density: Tensor) -> dict[str, Any]:
+    """Feature counts per decade of firing density since training began, dead ones apart."""
+    live = density[density > 0].float().log10().clamp_min(DENSITY_BINS[0]).cpu()
+    counts = torch.histogram(live, bins=torch.tensor(DENSITY_BINS, dtype=torch.float32)).hist
+    return {
+        "log10_edges": DENSITY_BINS,
+        "counts": [int(c) for c in counts],
+        "never_fired": int((density == 0).sum()),
+    }
+
+
 HISTORY = "history.jsonl"
 
 
 @dataclass
 class TrainState:
     step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _normalised_mse(target: Tensor, recon: Tensor) -> Tensor:
@@ -218,7 +232,7 @@ class QKTrainer:
     # ---- evaluation, checkpoints, the loop ---------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, Any]:
         totals: dict[str, float] = {}
         n = 0
         for batch in self._batches([self.eval_chunk], shuffle=False, seed=0):
