@@ -113,7 +113,7 @@ def _evaluate_shipped(adapter, n_contexts: int) -> None:
     """The shipped QK transcoders (and pair masks) on held-out text: the metric table."""
     import itertools
 
-    from attnviz.analysis.qk_metrics import evaluate_qk
+    from attnviz.analysis.qk_report import evaluate_qk
     from attnviz.data.contexts import contexts
     from attnviz.data.corpora import get_corpus
     from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 import attnviz
-from attnviz.analysis.qk_metrics import evaluate_qk
+from attnviz.analysis.qk_report import evaluate_qk
 from attnviz.data.contexts import contexts
 from attnviz.data.corpora import get_corpus
 from attnviz.dictionaries.io import load_qk

@@ -10,25 +10,24 @@ import numpy as np
 import pytest
 import torch
 
+from attnviz.analysis.feature_examples import max_activating_examples
 from attnviz.analysis.patterns import causal_mask
 from attnviz.analysis.qk_metrics import (
     PatternMean,
-    QKReport,
     VarianceExplained,
     ce_recovered,
     density_histogram,
-    evaluate_qk,
     feature_density,
     kl_rows,
     kl_summary,
     l0,
     live_features,
-    max_activating_examples,
     mean_pattern,
     patched_losses,
     uniform_causal_pattern,
     variance_explained,
 )
+from attnviz.analysis.qk_report import QKReport, evaluate_qk
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKConfig, QKDictionary
 from attnviz.models import ReplacePattern

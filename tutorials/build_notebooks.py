@@ -88,7 +88,7 @@ ablating the pattern (uniform causal, or the mean pattern) it recovers.""",
     ),
     (
         "code",
-        """from attnviz.analysis.qk_metrics import evaluate_qk
+        """from attnviz.analysis.qk_report import evaluate_qk
 
 held_out = list(store.batches(4, ("tokens",), shuffle=False, by="context",
                               chunks=[len(store.chunks) - 1]))[:1]
@@ -124,7 +124,7 @@ source) of the head's strongest pair.""",
     ),
     (
         "code",
-        """from attnviz.analysis.qk_metrics import max_activating_examples
+        """from attnviz.analysis.feature_examples import max_activating_examples
 
 top = ranked[ranked["head"] == HEAD].iloc[0]
 batches = [b["tokens"] for b in store.batches(8, ("tokens",), shuffle=False, by="context")][:4]
