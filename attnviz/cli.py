@@ -47,26 +47,29 @@ def _add_collect_args(p: argparse.ArgumentParser, tokens: int) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a store made differently")
 
 
+def fields_arg(args: argparse.Namespace, required: Sequence[str] = ()) -> tuple[str, ...]:
+    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip())
+    return (*fields, *(f for f in required if f not in fields))
+
+
+def collect_with_args(adapter, corpus, args: argparse.Namespace, out, fields: tuple[str, ...]):
+    """collect_activations with the options `_add_collect_args` defines."""
+    from attnviz.data.collect import collect_activations
+
+    return collect_activations(
+        adapter, corpus, layer=args.layer, n_tokens=args.tokens, out_dir=out, fields=fields,
+        n_ctx=args.n_ctx, batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite,
+    )  # fmt: skip
+
+
 def _collect(args: argparse.Namespace):
     import attnviz
-    from attnviz.data.collect import collect_activations
     from attnviz.data.corpora import get_corpus
 
     corpus = get_corpus(args.corpus)  # a bad corpus fails before the model loads
     adapter = attnviz.load_model(args.model, backend=args.backend, device=args.device)
     out = args.out or f"activations/{adapter.spec.name}-L{args.layer}"
-    store = collect_activations(
-        adapter,
-        corpus,
-        layer=args.layer,
-        n_tokens=args.tokens,
-        out_dir=out,
-        fields=tuple(f.strip() for f in args.fields.split(",") if f.strip()),
-        n_ctx=args.n_ctx,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-    )
+    store = collect_with_args(adapter, corpus, args, out, fields_arg(args))
     print(f"{len(store)} tokens of layer {args.layer} in {out}")
     return adapter, store
 

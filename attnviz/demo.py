@@ -19,7 +19,7 @@ from attnviz.analysis.patterns import pattern_summary
 
 def run_demo(args: argparse.Namespace) -> pd.DataFrame:
     import attnviz
-    from attnviz.data.collect import collect_activations
+    from attnviz.cli import collect_with_args, fields_arg
     from attnviz.data.corpora import get_corpus
 
     print(
@@ -31,23 +31,8 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
     print(f"loaded {adapter} in {time.perf_counter() - start:.1f} s")
 
     out = args.out or tempfile.mkdtemp(prefix="attnviz-demo-")
-    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip())
-    for needed in ("q", "k"):
-        if needed not in fields:
-            fields = (*fields, needed)
     start = time.perf_counter()
-    store = collect_activations(
-        adapter,
-        corpus,
-        layer=args.layer,
-        n_tokens=args.tokens,
-        out_dir=out,
-        fields=fields,
-        n_ctx=args.n_ctx,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-    )
+    store = collect_with_args(adapter, corpus, args, out, fields_arg(args, ("q", "k")))
     seconds = time.perf_counter() - start
     print(
         f"collected {len(store):,} tokens ({store.n_contexts} contexts of {args.n_ctx}) of layer "
