@@ -7,6 +7,13 @@ CE damage of ablating the layer's pattern (uniform causal / mean) that patching 
 reconstructed pattern recovers, for the transcoder and for its masked pair map.
 
     .venv/bin/python benchmarks/qk_quality.py [--contexts 32]
+
+The narrow transcoder row comes from (after scripts/ship_qk_transcoders.py):
+
+    .venv/bin/attnviz train qk --layer 15 --store runs/ship/store-L15 \
+        --out runs/ship/qk_transcoder-w170-L15 --d-hidden-q 170 --d-hidden-k 170 \
+        --sparsity 0.015 --tokens 1228800 --warmup-steps 100 --resample-every 250 \
+        --dead-window 100 --eval-every 100 --checkpoint-every 100
 """
 
 from __future__ import annotations
@@ -67,13 +74,11 @@ def main() -> None:
     if not shipped:
         raise SystemExit("no shipped dictionaries: run scripts/ship_qk_transcoders.py first")
     rows, per_head = [], []
-    # Wider L2 baselines that the ship script trained but does not ship (--wide-baselines).
-    wide = sorted(Path(args.work).glob("qk_sae-w*-L*/dictionary"))
-    jobs = [
-        (load_pretrained_qk(adapter.spec.name, e["layer"], e["architecture"]), e) for e in shipped
-    ]
-    jobs += [(load_qk(p), {"architecture": "qk_sae"}) for p in wide]
-    for qk, entry in jobs:
+    # Other widths trained but not shipped, to compare quality per width (e.g. a transcoder ~6x
+    # narrower than the L2 baseline): runs/ship/qk_<architecture>-w<width>-L<layer>/dictionary.
+    jobs = [load_pretrained_qk(adapter.spec.name, e["layer"], e["architecture"]) for e in shipped]
+    jobs += [load_qk(p) for p in sorted(Path(args.work).glob("qk_*-w*-L*/dictionary"))]
+    for qk in jobs:
         start = time.perf_counter()
         report = evaluate_qk(adapter, qk, batches, pairs=qk.pairs)
         row = report.table().iloc[0].to_dict()
@@ -81,7 +86,9 @@ def main() -> None:
         row["dead_fraction_q"] = 1 - row["live_q"] / row["d_hidden_q"]
         row["dead_fraction_k"] = 1 - row["live_k"] / row["d_hidden_k"]
         rows.append(row)
-        per_head.append(report.per_head.assign(architecture=entry["architecture"]))
+        per_head.append(
+            report.per_head.assign(architecture=qk.cfg.architecture, d_hidden_q=qk.cfg.d_hidden_q)
+        )
     table = pd.DataFrame(rows).sort_values(["layer", "architecture", "d_hidden_q"])
     with pd.option_context(
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format

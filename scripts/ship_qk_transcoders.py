@@ -66,7 +66,10 @@ def main() -> None:
             run_dir = work / f"{name}-L{layer}"
             QKTrainer(store, rotary, cfg, run_dir).run()
             qk = load_qk(run_dir / "dictionary")
-            if name == "qk_transcoder" and args.masks:
+            if name == "qk_transcoder":
+                if not args.masks:
+                    print(f"layer {layer}: transcoders trained, not shipped without their mask")
+                    continue
                 qk.pairs = train_pair_mask(qk, store, rotary, work / f"mask-L{layer}", MASK)
             target = pretrained_dir(adapter.spec.name) / f"{name.replace('_', '-')}-L{layer}"
             save_qk(qk, target, dtype=torch.float16)
