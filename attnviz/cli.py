@@ -118,7 +118,8 @@ def _train_qk(args: argparse.Namespace) -> None:
     trainer = QKTrainer(store, adapter.rotary(args.layer, args.n_ctx), cfg, out, args.device)
     trainer.run()
     last = [h for h in trainer.state.history if "eval_loss" in h]
-    summary = ", ".join(f"{k} {v:.4g}" for k, v in (last[-1] if last else {}).items())
+    numbers = {k: v for k, v in (last[-1] if last else {}).items() if isinstance(v, int | float)}
+    summary = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
     print(f"{cfg.architecture} for {name} layer {args.layer} -> {out}/dictionary ({summary})")
 
 

@@ -205,3 +205,14 @@ def test_the_pair_mask_keeps_few_pairs_and_the_pattern(tiny_tokenizer, tmp_path)
     print(f"KL all pairs {kl_full:.4f}, kept {kl_masked:.4f}, none {kl_none:.4f}, {table.nnz} kept")
     # The kept few carry what the pairs contribute: most of the way from no pairs to all pairs.
     assert kl_masked < kl_none - 0.5 * (kl_none - kl_full)
+
+
+def test_evaluations_record_dead_fractions_and_density_histograms(
+    store, tiny_llama_adapter, tmp_path
+):
+    run = trainer(store, tiny_llama_adapter, tmp_path)
+    run.run(progress=False)
+    record = next(h for h in run.state.history if "eval_kl" in h)
+    hist = record["density_hist_q"]
+    assert sum(hist["counts"]) + hist["never_fired"] == 64
+    assert 0.0 <= record["dead_q"] <= 1.0

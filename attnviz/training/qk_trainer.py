@@ -241,11 +241,11 @@ class QKTrainer:
                 if key in stats:
                     totals[key] = totals.get(key, 0.0) + stats[key]
             n += 1
-        out = {f"eval_{k}": v / max(n, 1) for k, v in totals.items()}
+        out: dict[str, Any] = {f"eval_{k}": v / max(n, 1) for k, v in totals.items()}
         for side in ("q", "k"):
-            out[f"dead_{side}"] = float(
-                self.trackers[side].dead(self.cfg.dead_window).float().mean()
-            )
+            tracker = self.trackers[side]
+            out[f"dead_{side}"] = float(tracker.dead(self.cfg.dead_window).float().mean())
+            out[f"density_hist_{side}"] = density_histogram(tracker.density())
         return out
 
     def _batches(self, chunks: list[int], shuffle: bool, seed: int):
