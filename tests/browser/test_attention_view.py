@@ -1,0 +1,277 @@
+"""AttentionView in a real JupyterLab and a real browser (Debian chromium through Playwright).
+
+One notebook is opened and run once per module; the tests then drive the live widget in
+order (head thumbnails, hover, layer, new prompts, an XSS prompt, an empty prompt) and leave
+screenshots in tests/browser/screenshots/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+NEW_PROMPT = "The quick brown fox jumps over the lazy dog"
+XSS = "<img src=x onerror=alert(1)>"
+CELL = (
+    "import attnviz\n"
+    "from attnviz.widgets.attention_view import AttentionView\n"
+    "model = attnviz.load_model()\n"
+    f"AttentionView(model, {PROMPT!r}, layer=3)"
+)
+NOTEBOOK = "attention_view.ipynb"
+WIDGET_TIMEOUT_MS = 240_000  # kernel start + model load (10-15 s alone, more on a busy machine)
+RECOMPUTE_TIMEOUT_MS = 60_000
+
+
+def n_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens the widget shows: the BOS token, then the text's own."""
+    return 1 + len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def labels(view: Any, axis: str) -> Any:
+    return view.locator(f'[data-testid="token-label"][data-axis="{axis}"]')
+
+
+def label_titles(view: Any) -> list[str]:
+    """Full token text of each source label (its title is 'index: token')."""
+    titles = labels(view, "src").evaluate_all("els => els.map((e) => e.title)")
+    return [t.split(": ", 1)[1] for t in titles]
+
+
+def heatmap_pixels(view: Any) -> str:
+    return view.get_by_test_id("heatmap").evaluate("c => c.toDataURL('image/png')")
+
+
+def wait_for_tokens(page: Any, count: int, timeout: int = RECOMPUTE_TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        """n => {
+            const root = document.querySelector('[data-testid="attention-view"]');
+            return root && root.dataset.busy === "false" && root.querySelectorAll(
+                '[data-testid="token-label"][data-axis="src"]').length === n;
+        }""",
+        arg=count,
+        timeout=timeout,
+    )
+
+
+def submit_prompt(view: Any, text: str) -> None:
+    box = view.get_by_test_id("prompt")
+    box.fill(text)
+    box.press("Enter")
+
+
+def shot(view: Any, screenshots: Path, name: str) -> None:
+    view.screenshot(path=str(screenshots / f"{name}.png"))
+
+
+@pytest.fixture(scope="module")
+def view(lab, page, screenshots):
+    """The widget of the notebook's one cell, after "Run All Cells"."""
+    lab.write_notebook(NOTEBOOK, [CELL])
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(lab.notebook_url(NOTEBOOK))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
+    # Run only once the kernel is up: earlier, JupyterLab asks which kernel to start.
+    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+    kernel_dialog = page.locator(".jp-Dialog .jp-mod-accept")
+    with contextlib.suppress(PlaywrightTimeout):  # should it ask all the same, take its kernel
+        kernel_dialog.click(timeout=3_000)
+    root = page.get_by_test_id("attention-view")
+    try:
+        root.get_by_test_id("heatmap").wait_for(timeout=WIDGET_TIMEOUT_MS)
+        page.wait_for_function(
+            """() => document.querySelectorAll('[data-testid="token-label"]').length > 0""",
+            timeout=RECOMPUTE_TIMEOUT_MS,
+        )
+    except Exception:
+        page.screenshot(path=str(screenshots / "widget_never_appeared.png"))
+        raise AssertionError(
+            f"no AttentionView after running the notebook; page errors: {errors}\n"
+            f"server log:\n{lab.log_tail()}"
+        ) from None
+    page.attnviz_errors = errors
+    page.screenshot(path=str(screenshots / "notebook.png"))
+    return root
+
+
+def test_heatmap_with_one_label_per_token(view, tiny_tokenizer, screenshots):
+    n = n_tokens(tiny_tokenizer, PROMPT)
+    heatmap = view.get_by_test_id("heatmap")
+    assert heatmap.is_visible()
+    assert heatmap.evaluate("c => [c.width, c.height]") == [n, n]  # one canvas pixel per cell
+    assert labels(view, "src").count() == n and labels(view, "dest").count() == n
+    assert "".join(label_titles(view)) == "<|endoftext|>" + PROMPT
+    assert labels(view, "src").nth(3).text_content() == " and"
+    status = view.get_by_test_id("status").text_content()
+    assert status == f"layer 3 · head 0 · {n} tokens"
+    assert not view.get_by_test_id("error").is_visible()
+    # labels line up with the heatmap: the first and last source labels sit over its columns
+    box = heatmap.bounding_box()
+    first, last = labels(view, "src").first.bounding_box(), labels(view, "src").last.bounding_box()
+    assert box["x"] <= first["x"] + first["width"] / 2 <= box["x"] + box["width"] / n
+    assert box["x"] + box["width"] * (n - 1) / n <= last["x"] + last["width"] / 2
+    shot(view, screenshots, "attention_view")
+
+
+def test_nine_thumbnails_and_clicking_one_changes_the_heatmap(view, screenshots):
+    thumbs = view.locator('[data-testid^="thumb-"]')
+    assert thumbs.count() == 9
+    assert view.get_by_test_id("thumb-0").get_attribute("aria-pressed") == "true"
+    before = heatmap_pixels(view)
+    view.get_by_test_id("thumb-4").click()
+    view.page.wait_for_function(
+        """() => document.querySelector('[data-testid="attention-view"]').dataset.head === "4" """
+    )
+    after = heatmap_pixels(view)
+    assert after != before
+    assert view.get_by_test_id("thumb-4").get_attribute("aria-pressed") == "true"
+    assert view.get_by_test_id("thumb-0").get_attribute("aria-pressed") == "false"
+    assert "head 4" in view.get_by_test_id("status").text_content()
+    # back to head 0 draws head 0's picture again
+    view.get_by_test_id("thumb-0").click()
+    assert heatmap_pixels(view) == before
+    view.get_by_test_id("thumb-4").click()
+    shot(view, screenshots, "head_4")
+
+
+def test_hover_shows_source_destination_and_value(view, screenshots):
+    n = labels(view, "src").count()
+    box = view.get_by_test_id("heatmap").bounding_box()
+    row, col = n - 1, 3  # the last token (" to") looking at " and"
+    cell = box["width"] / n
+    view.page.mouse.move(box["x"] + (col + 0.5) * cell, box["y"] + (row + 0.5) * cell)
+    tooltip = view.get_by_test_id("tooltip")
+    tooltip.wait_for(state="visible", timeout=5_000)
+    text = tooltip.text_content()
+    assert f'destination {row}: " to"' in text
+    assert f'source {col}: " and"' in text
+    assert "attention 0." in text or "attention 1.000" in text
+    hot = view.locator(".av-label.av-hot")
+    assert sorted(hot.evaluate_all("els => els.map((e) => e.dataset.axis + e.dataset.index)")) == [
+        f"dest{row}",
+        f"src{col}",
+    ]
+    shot(view, screenshots, "hover")
+    # a future cell is masked
+    view.page.mouse.move(box["x"] + (n - 0.5) * cell, box["y"] + 0.5 * cell)
+    assert "masked" in tooltip.text_content()
+    view.page.mouse.move(box["x"] - 50, box["y"] - 50)
+    tooltip.wait_for(state="hidden", timeout=5_000)
+
+
+def test_contrast_rescales_without_the_first_column(view, screenshots):
+    before = heatmap_pixels(view)
+    view.get_by_test_id("contrast").check()
+    assert heatmap_pixels(view) != before
+    assert 0 < float(view.get_attribute("data-vmax")) < 1
+    shot(view, screenshots, "contrast")
+    view.get_by_test_id("contrast").uncheck()
+    assert heatmap_pixels(view) == before and view.get_attribute("data-vmax") == "1"
+
+
+def test_layer_selector_recomputes(view, tiny_tokenizer):
+    before = heatmap_pixels(view)
+    view.get_by_test_id("layer").select_option("5")
+    view.page.wait_for_function(
+        """() => {
+            const s = document.querySelector('[data-testid="attention-view"] [data-testid="status"]');
+            return s && s.textContent.startsWith("layer 5 ·");
+        }""",
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+    wait_for_tokens(view.page, n_tokens(tiny_tokenizer, PROMPT))
+    assert heatmap_pixels(view) != before
+
+
+def test_typing_a_prompt_recomputes(view, tiny_tokenizer, screenshots):
+    # record every busy state the widget goes through, however short
+    view.evaluate(
+        """root => {
+            window.__busySeen = [];
+            new MutationObserver(() => window.__busySeen.push(root.dataset.busy))
+                .observe(root, { attributes: true, attributeFilter: ["data-busy"] });
+        }"""
+    )
+    submit_prompt(view, NEW_PROMPT)
+    n = n_tokens(tiny_tokenizer, NEW_PROMPT)
+    wait_for_tokens(view.page, n)
+    assert "".join(label_titles(view)) == "<|endoftext|>" + NEW_PROMPT
+    assert labels(view, "dest").count() == n
+    assert view.get_by_test_id("heatmap").evaluate("c => c.width") == n
+    assert "true" in view.page.evaluate("window.__busySeen")  # "computing…" was shown
+    assert view.get_by_test_id("status").text_content() == f"layer 5 · head 4 · {n} tokens"
+    shot(view, screenshots, "new_prompt")
+
+
+def test_xss_prompt_renders_as_text(view, tiny_tokenizer, screenshots):
+    submit_prompt(view, XSS)
+    wait_for_tokens(view.page, n_tokens(tiny_tokenizer, XSS))
+    view.page.wait_for_timeout(500)  # an injected <img src=x> would have failed to load by now
+    assert "".join(label_titles(view)) == "<|endoftext|>" + XSS
+    assert any("<" in t for t in labels(view, "src").all_text_contents())
+    assert view.locator("img").count() == 0
+    assert view.page.locator('img[src="x"]').count() == 0
+    assert view.get_by_test_id("prompt").input_value() == XSS
+    assert view.page.dialogs == []
+    shot(view, screenshots, "xss_prompt")
+
+
+def test_empty_prompt_shows_the_error_and_keeps_the_picture(view, tiny_tokenizer, screenshots):
+    n = n_tokens(tiny_tokenizer, XSS)
+    before = heatmap_pixels(view)
+    submit_prompt(view, "")
+    error = view.get_by_test_id("error")
+    error.wait_for(state="visible", timeout=RECOMPUTE_TIMEOUT_MS)
+    assert "empty" in error.text_content()
+    assert "from the last prompt and layer that worked" in error.text_content()
+    color = error.evaluate("e => getComputedStyle(e).color")
+    assert color.startswith("rgb(") and int(color[4:].split(",")[0]) > 100  # red text
+    assert labels(view, "src").count() == n and heatmap_pixels(view) == before
+    shot(view, screenshots, "empty_prompt_error")
+    # a good prompt clears the error
+    submit_prompt(view, PROMPT)
+    wait_for_tokens(view.page, n_tokens(tiny_tokenizer, PROMPT))
+    error.wait_for(state="hidden", timeout=RECOMPUTE_TIMEOUT_MS)
+
+
+def test_long_prompt_is_shown_in_blocks(view, tiny_tokenizer, screenshots):
+    text = " ".join(f"word{i}" for i in range(300))  # about 900 tokens
+    n = n_tokens(tiny_tokenizer, text)
+    factor = -(-n // 512)
+    side = -(-n // factor)
+    submit_prompt(view, text)
+    view.page.wait_for_function(
+        """side => {
+            const c = document.querySelector('[data-testid="attention-view"] [data-testid="heatmap"]');
+            return c && c.width === side;
+        }""",
+        arg=side,
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+    status = view.get_by_test_id("status").text_content()
+    assert f"{n} tokens" in status and f"{factor}×{factor} blocks" in status
+    assert view.get_by_test_id("thumb-8").locator("canvas").evaluate("c => c.width") == side
+    # labels are thinned out to stay readable, and still sit within the heatmap's width
+    count = labels(view, "src").count()
+    assert 10 < count < side
+    box = view.get_by_test_id("heatmap").bounding_box()
+    assert box["width"] <= 480 + 2  # plus its 1px border
+    shot(view, screenshots, "long_prompt")
+    submit_prompt(view, PROMPT)
+    wait_for_tokens(view.page, n_tokens(tiny_tokenizer, PROMPT))
+
+
+def test_no_dialogs_and_no_page_errors_from_the_widget(view):
+    assert view.page.dialogs == []
+    ours = [e for e in view.page.attnviz_errors if "attention" in e.lower() or "attnviz" in e]
+    assert ours == []

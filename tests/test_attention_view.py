@@ -1,0 +1,167 @@
+"""AttentionView, the Python side: traits, recomputation, errors, long prompts (no browser)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from attnviz.widgets import static
+from attnviz.widgets.arrays import decode_array, payload_nbytes
+from attnviz.widgets.attention_view import AttentionView, pool_blocks
+from attnviz.widgets.static import MissingBundleError
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+pytestmark = pytest.mark.slow  # the embedded model
+
+
+@pytest.fixture(autouse=True)
+def bundle(monkeypatch, tmp_path):
+    """A stand-in bundle, so these tests need no front-end build."""
+    (tmp_path / "attention_view.js").write_text("export default { render() {} };\n")
+    monkeypatch.setattr(static, "STATIC_DIR", tmp_path)
+
+
+def causal_rows(view: AttentionView) -> np.ndarray:
+    x = decode_array(view.patterns)
+    n = x.shape[-1]
+    future = np.triu(np.ones((n, n), dtype=bool), 1)
+    assert np.isnan(x[:, future]).all() and not np.isnan(x[:, ~future]).any()
+    return x
+
+
+def test_traits_after_construction(smollm2):
+    view = AttentionView(smollm2, PROMPT, layer=3)
+    tokens = smollm2.to_str_tokens(smollm2.to_tokens(PROMPT)[0])
+    assert view.tokens == tokens and view.tokens[0] == "<|endoftext|>"
+    assert (view.prompt, view.layer, view.head) == (PROMPT, 3, 0)
+    assert (view.n_layers, view.n_heads) == (30, 9)
+    assert view.error == "" and view.busy is False and view.downsampled == 1
+    assert view.patterns["dtype"] == "uint8"
+    x = causal_rows(view)
+    n = len(tokens)
+    assert x.shape == (9, n, n)
+    np.testing.assert_allclose(np.nansum(x, axis=-1), 1.0, atol=0.05)
+    # the same numbers as the adapter's, within the uint8 step
+    want = smollm2.attention(smollm2.to_tokens(PROMPT), 3, ["pattern"]).pattern[0].float().numpy()
+    mask = ~np.isnan(x)
+    assert np.abs(x[mask] - want[mask]).max() <= view.patterns["scale"] / 2 + 1e-6
+    assert "layer 3" in repr(view)
+
+
+def test_every_trait_is_synced():
+    names = ["prompt", "layer", "head", "tokens", "patterns", "n_layers", "n_heads"]
+    names += ["downsampled", "error", "busy"]
+    for name in names:
+        assert AttentionView.class_traits()[name].metadata.get("sync") is True, name
+
+
+def test_float16_patterns(smollm2):
+    view = AttentionView(smollm2, "Hello there", layer=0, dtype="float16")
+    x = causal_rows(view)
+    assert view.patterns["dtype"] == "float16"
+    np.testing.assert_allclose(np.nansum(x, axis=-1), 1.0, atol=5e-3)
+
+
+def test_prompt_and_layer_changes_recompute(smollm2):
+    view = AttentionView(smollm2, PROMPT, layer=3)
+    before = decode_array(view.patterns)
+    busy_seen = []
+    view.observe(lambda c: busy_seen.append(c["new"]), "busy")
+
+    view.prompt = "The cat sat on the mat"
+    assert view.tokens == smollm2.to_str_tokens(smollm2.to_tokens("The cat sat on the mat")[0])
+    assert decode_array(view.patterns).shape == (9, len(view.tokens), len(view.tokens))
+    assert busy_seen == [True, False] and view.busy is False
+
+    view.prompt = PROMPT
+    np.testing.assert_array_equal(decode_array(view.patterns), before)
+    view.layer = 4
+    after = decode_array(view.patterns)
+    assert after.shape == before.shape and not np.allclose(
+        np.nan_to_num(after), np.nan_to_num(before)
+    )
+
+
+def test_head_is_front_end_only(smollm2, monkeypatch):
+    view = AttentionView(smollm2, "One two three", layer=1)
+    calls = []
+    monkeypatch.setattr(view, "_compute", lambda *a: calls.append(a))
+    view.head = 8
+    assert calls == [] and view.head == 8
+    with pytest.raises(Exception, match="head 9 is out of range"):
+        view.head = 9
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prompt": ""}, "empty"),
+        ({"prompt": "   \n"}, "empty"),
+        ({"layer": 30}, "layer 30 is out of range: smollm2-135m has layers 0-29"),
+        ({"layer": -1}, "out of range"),
+    ],
+)
+def test_bad_input_sets_error_and_keeps_the_picture(smollm2, change, message):
+    view = AttentionView(smollm2, PROMPT, layer=3)
+    tokens, patterns = list(view.tokens), view.patterns
+    for name, value in change.items():
+        setattr(view, name, value)  # no exception: the widget shows it
+    assert message in view.error
+    assert view.tokens == tokens and view.patterns is patterns and view.busy is False
+    view.prompt, view.layer = "A fresh start", 2  # a good input clears the error
+    assert view.error == "" and view.tokens[1] == "A"
+
+
+def test_too_long_prompt_is_an_error(smollm2, monkeypatch):
+    monkeypatch.setattr(smollm2, "spec", dataclasses.replace(smollm2.spec, n_ctx=16))
+    view = AttentionView(smollm2, "short prompt", layer=0)
+    assert view.error == ""
+    view.prompt = "word " * 40
+    assert "allows at most 16" in view.error and view.tokens[1:] == ["short", " prompt"]
+
+
+def test_a_bad_first_input_shows_an_error_not_a_traceback(smollm2):
+    view = AttentionView(smollm2, "", layer=0)
+    assert "empty" in view.error and view.tokens == [] and view.patterns == {}
+    view.prompt = "now it works"
+    assert view.error == "" and len(view.tokens) == 4
+
+
+def test_long_prompts_are_max_pooled_and_stay_compact(smollm2):
+    text = " ".join(f"word{i}" for i in range(400))  # about 1200 tokens
+    view = AttentionView(smollm2, text, layer=0)
+    n = len(view.tokens)
+    assert n > 1024 and view.error == ""
+    factor = view.downsampled
+    assert factor == -(-n // 512) >= 3
+    side = -(-n // factor)
+    assert view.patterns["shape"] == [9, side, side] and side <= 512
+    assert view.patterns["dtype"] == "uint8"
+    assert payload_nbytes(view.patterns) <= 9 * 512 * 512 + 200
+    x = decode_array(view.patterns)
+    # a block is masked only when all of it lies in the future; the diagonal is never masked
+    assert np.isnan(x[:, 0, 1:]).all() and not np.isnan(np.diagonal(x, axis1=1, axis2=2)).any()
+    # max-pooling keeps the sharpest weight of each block
+    full = smollm2.attention(smollm2.to_tokens(text), 0, ["pattern"]).pattern[0].float()
+    top = full[:, :factor, :factor].amax(dim=(-1, -2)).numpy()
+    np.testing.assert_allclose(x[:, 0, 0], top, atol=view.patterns["scale"] / 2 + 1e-6)
+
+
+def test_pool_blocks_pads_with_masked_cells():
+    p = torch.tril(torch.ones(2, 5, 5)) / torch.arange(1, 6)[:, None]
+    same, mask = pool_blocks(p, 1)
+    assert same is p and mask.equal(torch.ones(5, 5, dtype=torch.bool).triu(1))
+    pooled, mask = pool_blocks(p, 2)
+    assert pooled.shape == (2, 3, 3)
+    assert mask[0].tolist() == [[False, True, True], [False, False, True], [False, False, False]]
+    assert pooled[0, 0, 0] == 1.0 and pooled[0, 2, 2] == pytest.approx(0.2)
+
+
+def test_missing_bundle_is_a_clear_error(smollm2, monkeypatch, tmp_path):
+    monkeypatch.setattr(static, "STATIC_DIR", tmp_path / "empty")
+    with pytest.raises(MissingBundleError, match="make widgets"):
+        AttentionView(smollm2, PROMPT)
