@@ -76,9 +76,12 @@ def _train_small_qk(adapter, store, args: argparse.Namespace) -> None:
 
     cfg = QKTrainConfig(
         d_hidden_q=256, d_hidden_k=256, tokens=args.qk_steps * 16 * args.n_ctx, batch_contexts=16,
-        sparsity=1.5e-2, warmup_steps=30, resample_every=60, dead_window=30, eval_every=50,
-        checkpoint_every=50,
+        sparsity=1.5e-2, warmup_steps=30, resample_every=60, dead_window=30,
+        eval_every=max(5, args.qk_steps // 5), checkpoint_every=50,
     )  # fmt: skip
+    if len(store.chunks) < 2:  # the trainer holds the last chunk out for evaluation
+        print(f"\n(skipping the QK transcoder: {len(store)} tokens fill one chunk; collect more)")
+        return
     out = tempfile.mkdtemp(prefix="attnviz-demo-qk-")
     print(f"\ntraining a QK transcoder pair (2 x 256 features, {args.qk_steps} steps) -> {out}")
     start = time.perf_counter()

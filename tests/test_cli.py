@@ -65,7 +65,8 @@ def test_collect_writes_a_store_and_resumes(capsys, tmp_path):
 
 
 def test_demo_prints_per_head_statistics(capsys, tmp_path):
-    argv = ["demo", "--tokens", "1024", "--n-ctx", "64", "--out", str(tmp_path / "demo")]
+    argv = ["demo", "--tokens", "1024", "--n-ctx", "64", "--out", str(tmp_path / "demo"),
+            "--qk-steps", "0", "--eval-contexts", "0"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "tokens/s" in out
@@ -74,3 +75,17 @@ def test_demo_prints_per_head_statistics(capsys, tmp_path):
     assert diff < 1e-5
     table = out.split("per-head attention statistics")[1]
     assert len([line for line in table.splitlines() if line.strip().startswith("3 ")]) == 9
+
+
+def test_demo_trains_a_qk_transcoder_and_evaluates_the_shipped_ones(capsys, tmp_path):
+    argv = ["demo", "--tokens", "16384", "--n-ctx", "64", "--out", str(tmp_path / "demo"),
+            "--qk-steps", "40", "--eval-contexts", "4"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    trained = out.split("training a QK transcoder pair")[1]
+    kl_before, kl_after = (
+        float(x) for x in trained.split("pattern KL ")[1].split(" nats")[0].split(" -> ")
+    )
+    assert kl_after < kl_before
+    table = out.split("shipped QK transcoders on 4 held-out contexts")[1]
+    assert len([line for line in table.splitlines() if line.strip()[:2] in ("3 ", "15", "25")]) == 3
