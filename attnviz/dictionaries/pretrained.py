@@ -34,7 +34,7 @@ def list_pretrained() -> list[dict]:
                 "path": str(cfg_file.parent),
             }
         )
-    return rows
+    return sorted(rows, key=lambda r: (r["model"], r["layer"], r["architecture"]))
 
 
 def load_pretrained_qk(
