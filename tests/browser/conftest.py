@@ -188,8 +188,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
+    # A missing browser fails the run: a skipped browser test proves nothing.
+    assert os.access(CHROMIUM, os.X_OK), (
+        f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)"
+    )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -12,7 +12,7 @@
 // The helpers exported above `render` are pure (no DOM) and are tested by node --test.
 
 import { decodeArray } from "../shared/arrays.js";
-import { colorize, scaleColor } from "../shared/heatmap.js";
+import { colorize, drawPixels, scaleColor } from "../shared/heatmap.js";
 
 /** Longest side of the large heatmap, in CSS pixels. */
 export const HEATMAP_PX = 480;
@@ -222,16 +222,7 @@ function el(tag, className, attrs = {}) {
 
 /** Draw a pattern with one canvas pixel per cell, cellPx CSS pixels a cell, crisp when scaled. */
 function drawPattern(canvas, slice, rows, cols, cellPx, vmax) {
-  canvas.width = Math.max(cols, 1);
-  canvas.height = Math.max(rows, 1);
-  canvas.style.width = `${Math.max(1, Math.round(cols * cellPx))}px`;
-  canvas.style.height = `${Math.max(1, Math.round(rows * cellPx))}px`;
-  canvas.style.imageRendering = "pixelated";
-  const ctx = canvas.getContext("2d");
-  if (ctx === null) return;
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  if (rows === 0 || cols === 0) return;
-  ctx.putImageData(new ImageData(patternPixels(slice, rows, cols, vmax), cols, rows), 0, 0);
+  drawPixels(canvas, () => patternPixels(slice, rows, cols, vmax), rows, cols, cellPx);
 }
 
 function drawLegend(canvas) {

@@ -85,6 +85,14 @@ export function colorize(data, rows, cols, { vmin = 0, vmax = 1 } = {}) {
 export function drawHeatmap(canvas, data, rows, cols, options = {}) {
   const { vmin = 0, vmax = 1, maxPx = 320 } = options;
   const cellPx = options.cellPx ?? Math.min(16, maxPx / Math.max(rows, cols, 1));
+  drawPixels(canvas, () => colorize(data, rows, cols, { vmin, vmax }), rows, cols, cellPx);
+}
+
+/**
+ * Put rows x cols RGBA pixels (from `makePixels()`, called only when there is something to draw)
+ * on `canvas`, one canvas pixel per cell, cellPx CSS pixels a cell, kept crisp when scaled.
+ */
+export function drawPixels(canvas, makePixels, rows, cols, cellPx) {
   canvas.width = Math.max(cols, 1);
   canvas.height = Math.max(rows, 1);
   canvas.style.width = `${Math.max(1, Math.round(cols * cellPx))}px`;
@@ -94,6 +102,5 @@ export function drawHeatmap(canvas, data, rows, cols, options = {}) {
   if (ctx === null) return;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (rows === 0 || cols === 0) return;
-  const pixels = colorize(data, rows, cols, { vmin, vmax });
-  ctx.putImageData(new ImageData(pixels, cols, rows), 0, 0);
+  ctx.putImageData(new ImageData(makePixels(), cols, rows), 0, 0);
 }
