@@ -15,7 +15,7 @@ import torch
 
 from attnviz.data import ActivationStore, collect_activations, contexts, get_corpus
 from attnviz.data import collect as collect_module
-from attnviz.data.store import StoreWriter
+from attnviz.data.store_writer import StoreWriter
 from attnviz.errors import (
     ContextTooLongError,
     CorruptStoreError,

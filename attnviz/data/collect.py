@@ -23,10 +23,10 @@ from attnviz.data.store import (
     DTYPES,
     STORABLE_FIELDS,
     ActivationStore,
-    StoreWriter,
     n_contexts_for,
     position_dtype,
 )
+from attnviz.data.store_writer import StoreWriter
 from attnviz.errors import ContextTooLongError, StoreMismatchError
 from attnviz.models.adapter import ModelAdapter
 
