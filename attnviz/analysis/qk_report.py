@@ -113,7 +113,7 @@ def evaluate_qk(
     float64 [heads, n, n] sum per context length). Pass 2 runs the layer and the dictionary on
     each batch and patches the layer's heads with the transcoder's pattern
     (adapter.pattern_from_qk(q_hat, k_hat)), the masked feature-pair map's pattern (when `pairs`
-    or `masked_pattern_fn` is given; `masked_pattern_fn(qk, f_q, f_k, pairs, rotary)` defaults
+    or `masked_pattern_fn` is given, or the dictionary has its own `qk.pairs`; `masked_pattern_fn(qk, f_q, f_k, pairs, rotary)` defaults
     to attnviz.analysis.qk_pairs.pattern_from_features), the uniform causal pattern and the mean
     pattern.
 
@@ -131,6 +131,8 @@ def evaluate_qk(
     batches = [_tokens_of(b) for b in token_batches]
     if not batches:
         raise ValueError("evaluate_qk needs at least one batch of tokens")
+    if pairs is None and masked_pattern_fn is None:
+        pairs = qk.pairs  # a trained dictionary carries its own pair table
     use_masked = pairs is not None or masked_pattern_fn is not None
     if use_masked and masked_pattern_fn is None:
         from attnviz.analysis.qk_pairs import pattern_from_features
