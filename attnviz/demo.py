@@ -99,12 +99,12 @@ def _train_small_qk(adapter, store, args: argparse.Namespace) -> None:
 
 def _evaluate_shipped(adapter, n_contexts: int) -> None:
     """The shipped QK transcoders (and pair masks) on held-out text: the metric table."""
-    import itertools
-
     from attnviz.analysis.qk_report import evaluate_qk
-    from attnviz.data.contexts import contexts
-    from attnviz.data.corpora import get_corpus
-    from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk
+    from attnviz.dictionaries.pretrained import (
+        held_out_contexts,
+        list_pretrained,
+        load_pretrained_qk,
+    )
 
     shipped = [
         r for r in list_pretrained()
@@ -112,9 +112,7 @@ def _evaluate_shipped(adapter, n_contexts: int) -> None:
     ]  # fmt: skip
     if not shipped or n_contexts <= 0:
         return
-    # Contexts after the 2048 the shipped dictionaries were trained on.
-    rows = contexts(get_corpus("pydocs"), adapter.tokenizer, 128, adapter.spec.bos_token_id)
-    held = torch.stack(list(itertools.islice(rows, 2048, 2048 + n_contexts)))
+    held = held_out_contexts(adapter, n_contexts)
     batches = [held[i : i + 4] for i in range(0, len(held), 4)]
     print(f"\nshipped QK transcoders on {len(held)} held-out contexts of 128 tokens:")
     frames = []

@@ -19,23 +19,22 @@ The narrow transcoder row comes from (after scripts/ship_qk_transcoders.py):
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 import attnviz
 from attnviz.analysis.qk_report import evaluate_qk
-from attnviz.data.contexts import contexts
-from attnviz.data.corpora import get_corpus
 from attnviz.dictionaries.io import load_qk
-from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk
+from attnviz.dictionaries.pretrained import (
+    held_out_contexts,
+    list_pretrained,
+    load_pretrained_qk,
+)
 
 RESULTS = Path(__file__).parent / "results" / "qk_quality.json"
-TRAINED_CONTEXTS = 2048  # scripts/ship_qk_transcoders.py trains on the first 2048 of 128 tokens
 SEED_GPT2 = {
     "model": "gpt2-small (seed 000)",
     "layers": "2 / 6 / 10",
@@ -54,13 +53,9 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def held_out_batches(adapter, n_contexts: int, n_ctx: int = 128, batch: int = 8) -> list:
-    rows = contexts(get_corpus("pydocs"), adapter.tokenizer, n_ctx, adapter.spec.bos_token_id)
-    held = list(itertools.islice(rows, TRAINED_CONTEXTS, TRAINED_CONTEXTS + n_contexts))
-    if not held:
-        raise RuntimeError("pydocs has no contexts left after the training ones")
-    stacked = torch.stack(held)
-    return [stacked[i : i + batch] for i in range(0, len(stacked), batch)]
+def held_out_batches(adapter, n_contexts: int, batch: int = 8) -> list:
+    held = held_out_contexts(adapter, n_contexts)
+    return [held[i : i + batch] for i in range(0, len(held), batch)]
 
 
 def main() -> None:

@@ -11,6 +11,9 @@ from attnviz.dictionaries.io import CONFIG, load_qk
 from attnviz.dictionaries.qk import QKDictionary
 
 ROOT = Path(__file__).resolve().parent.parent / "pretrained"
+TRAINED_CONTEXTS = 2048
+"""scripts/ship_qk_transcoders.py trains on the first 2048 pydocs contexts of TRAINED_N_CTX."""
+TRAINED_N_CTX = 128
 
 
 def pretrained_dir(model: str) -> Path:
@@ -52,3 +55,19 @@ def load_pretrained_qk(
             f"train one with `attnviz train qk --model {model} --layer {layer}`"
         )
     return load_qk(path, device=device)
+
+
+def held_out_contexts(adapter, n_contexts: int) -> torch.Tensor:
+    """pydocs contexts [n, TRAINED_N_CTX] after the ones the shipped dictionaries were trained on."""
+    import itertools
+
+    from attnviz.data.contexts import contexts
+    from attnviz.data.corpora import get_corpus
+
+    rows = contexts(
+        get_corpus("pydocs"), adapter.tokenizer, TRAINED_N_CTX, adapter.spec.bos_token_id
+    )
+    held = list(itertools.islice(rows, TRAINED_CONTEXTS, TRAINED_CONTEXTS + n_contexts))
+    if not held:
+        raise RuntimeError("pydocs has no contexts left after the ones the dictionaries saw")
+    return torch.stack(held)

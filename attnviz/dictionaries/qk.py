@@ -106,27 +106,21 @@ class QKDictionary(nn.Module):
     def is_transcoder(self) -> bool:
         return self.cfg.architecture == "qk_transcoder"
 
-    def query_input(self, resid_normed: Tensor | None, q: Tensor | None) -> Tensor:
+    def coder_input(self, resid_normed: Tensor | None, qk_act: Tensor | None) -> Tensor:
+        """What a coder reads: resid_normed for a transcoder, its own q or k for an SAE."""
         if self.is_transcoder:
             assert resid_normed is not None, "a QK transcoder reads resid_normed"
             return resid_normed
-        assert q is not None, "a q SAE reads q"
-        return q.flatten(-2)
-
-    def key_input(self, resid_normed: Tensor | None, k: Tensor | None) -> Tensor:
-        if self.is_transcoder:
-            assert resid_normed is not None, "a QK transcoder reads resid_normed"
-            return resid_normed
-        assert k is not None, "a k SAE reads k"
-        return k.flatten(-2)
+        assert qk_act is not None, "a q/k SAE reads q or k"
+        return qk_act.flatten(-2)
 
     def encode(
         self, resid_normed: Tensor | None = None, q: Tensor | None = None, k: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Feature activations (f_Q, f_K) for each position."""
         return (
-            self.query.encode(self.query_input(resid_normed, q)),
-            self.key.encode(self.key_input(resid_normed, k)),
+            self.query.encode(self.coder_input(resid_normed, q)),
+            self.key.encode(self.coder_input(resid_normed, k)),
         )
 
     def decode_q(self, f_q: Tensor) -> Tensor:

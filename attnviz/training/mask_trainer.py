@@ -21,13 +21,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from attnviz.analysis.patterns import attention_scores
 from attnviz.analysis.qk_pairs import masked_scores, pair_contributions
 from attnviz.data.store import ActivationStore
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKDictionary
 from attnviz.models.rotary import Rotary
-from attnviz.training.qk_losses import pattern_kl
+from attnviz.training.qk_losses import log_pattern, pattern_kl
 
 
 @dataclass
@@ -72,7 +71,7 @@ def candidate_pairs(f_q: Tensor, f_k: Tensor, n_heads: int) -> PairTable:
 
 def _context(qk, f_q, f_k, q, k, candidates, rotary) -> _Context:
     rot = (lambda x: x) if rotary is None else rotary.apply
-    true_logp = attention_scores(rot(q[None]), rot(k[None]), qk.cfg.attn_scale)[0].log_softmax(-1)
+    true_logp = log_pattern(rot(q[None]), rot(k[None]), qk.cfg.attn_scale)[0]
     none = torch.zeros(0, dtype=torch.long)
     empty = PairTable(q=none, k=none, head=none, value=torch.zeros(0), shape=candidates.shape)
     bias = masked_scores(qk, f_q, f_k, empty, rotary, include_row_constants=True)

@@ -172,8 +172,8 @@ class QKTrainer:
         loss = fit + sparsity_coef * sparse
         if cfg.ghost_grads:
             inputs = {
-                "q": (self.qk.query_input(x, q), q.flatten(-2) - q_hat.flatten(-2)),
-                "k": (self.qk.key_input(x, k), k.flatten(-2) - k_hat.flatten(-2)),
+                "q": (self.qk.coder_input(x, q), q.flatten(-2) - q_hat.flatten(-2)),
+                "k": (self.qk.coder_input(x, k), k.flatten(-2) - k_hat.flatten(-2)),
             }
             for side, coder in (("q", self.qk.query), ("k", self.qk.key)):
                 dead = self.trackers[side].dead(cfg.dead_window)
@@ -218,8 +218,8 @@ class QKTrainer:
         q_hat, k_hat, _, _ = self.qk(resid_normed=x, q=q, k=k)
         total = 0
         for side, coder, xin, target, recon in (
-            ("q", self.qk.query, self.qk.query_input(x, q), q, q_hat),
-            ("k", self.qk.key, self.qk.key_input(x, k), k, k_hat),
+            ("q", self.qk.query, self.qk.coder_input(x, q), q, q_hat),
+            ("k", self.qk.key, self.qk.coder_input(x, k), k, k_hat),
         ):
             dead = self.trackers[side].dead(self.cfg.dead_window)
             residual = (target - recon).flatten(-2).flatten(0, -2)
