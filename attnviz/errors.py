@@ -46,3 +46,7 @@ class UnknownCorpusError(AttnvizError, ValueError):
 
 class DictionaryMismatchError(AttnvizError, ValueError):
     """A dictionary was trained for another model, layer or shape than it is used with."""
+
+
+class MissingDictionaryError(AttnvizError, LookupError):
+    """No dictionary was given or shipped for the model and layer asked for."""

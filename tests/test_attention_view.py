@@ -38,7 +38,7 @@ def test_traits_after_construction(smollm2):
     tokens = smollm2.to_str_tokens(smollm2.to_tokens(PROMPT)[0])
     assert view.tokens == tokens and view.tokens[0] == "<|endoftext|>"
     assert (view.prompt, view.layer, view.head) == (PROMPT, 3, 0)
-    assert (view.n_layers, view.n_heads) == (30, 9)
+    assert (view.layers, view.n_heads) == (list(range(30)), 9)
     assert view.error == "" and view.busy is False and view.downsampled == 1
     assert view.patterns["dtype"] == "uint8"
     x = causal_rows(view)
@@ -53,7 +53,7 @@ def test_traits_after_construction(smollm2):
 
 
 def test_every_trait_is_synced():
-    names = ["prompt", "layer", "head", "tokens", "patterns", "n_layers", "n_heads"]
+    names = ["prompt", "layer", "head", "tokens", "patterns", "layers", "n_heads"]
     names += ["downsampled", "error", "busy"]
     for name in names:
         assert AttentionView.class_traits()[name].metadata.get("sync") is True, name
@@ -89,7 +89,7 @@ def test_prompt_and_layer_changes_recompute(smollm2):
 def test_head_is_front_end_only(smollm2, monkeypatch):
     view = AttentionView(smollm2, "One two three", layer=1)
     calls = []
-    monkeypatch.setattr(view, "_compute", lambda *a: calls.append(a))
+    monkeypatch.setattr(view, "compute", lambda *a: calls.append(a))
     view.head = 8
     assert calls == [] and view.head == 8
     with pytest.raises(Exception, match="head 9 is out of range"):

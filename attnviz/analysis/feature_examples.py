@@ -106,22 +106,29 @@ def max_activating_examples(
         kept = {c: v for c, v in kept.items() if c in needed}
         offset += b
 
+    contexts_of = {c: (adapter.to_str_tokens(t), a.tolist()) for c, (t, a) in kept.items()}
+    return _example_frame(best_act, best_ctx, best_pos, contexts_of, window, feature, side, layer)
+
+
+def _example_frame(
+    best_act: Tensor, best_ctx: Tensor, best_pos: Tensor,
+    contexts_of: Mapping[int, tuple[list[str], list[float]]], window: int,
+    feature: int, side: str, layer: int,
+) -> pd.DataFrame:  # fmt: skip
+    """The examples table from the top activations and their contexts (token strings and the
+    feature's activation at every position)."""
     # Strongest first; ties broken by context then position, so the order is reproducible.
     order = sorted(
         range(best_act.numel()),
         key=lambda i: (-float(best_act[i]), int(best_ctx[i]), int(best_pos[i])),
     )
     rows: list[dict[str, Any]] = []
-    strings: dict[int, list[str]] = {}
     for i in order:
         act = float(best_act[i])
         if not act > 0:
             continue
         ctx, pos = int(best_ctx[i]), int(best_pos[i])
-        ctx_tokens, ctx_acts = kept[ctx]
-        if ctx not in strings:
-            strings[ctx] = adapter.to_str_tokens(ctx_tokens)
-        words, values = strings[ctx], ctx_acts.tolist()
+        words, values = contexts_of[ctx]
         lo, hi = max(0, pos - window), min(len(words), pos + window + 1)
         rows.append(
             {
@@ -139,3 +146,69 @@ def max_activating_examples(
     )
     frame.attrs.update({"feature": feature, "side": side, "layer": layer})
     return frame
+
+
+class FeatureActivations:
+    """Both coders' activations over a fixed set of contexts, computed once, so that any feature's
+    max-activating examples and density come back without running the model again (what a widget
+    needs when a reader clicks feature after feature).
+
+    tokens: [contexts, n] token ids. Activations are kept as float16 on the CPU
+    (contexts x n x (d_q + d_k) x 2 bytes: 16 MiB for 32 x 128 tokens and 2 x 1024 features)."""
+
+    def __init__(
+        self, adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor, batch_size: int = 8
+    ) -> None:
+        tokens = _tokens_of(tokens)
+        if tokens.numel() == 0:
+            raise ValueError("FeatureActivations needs at least one context of tokens")
+        self.adapter, self.qk, self.tokens = adapter, qk, tokens
+        self.layer = qk.cfg.layer
+        device, dtype = _place(qk)
+        f_q, f_k = [], []
+        for start in range(0, tokens.shape[0], batch_size):
+            batch = tokens[start : start + batch_size]
+            acts = adapter.attention(batch, self.layer, _input_fields(qk))
+
+            def here(x: Tensor | None) -> Tensor | None:
+                return None if x is None else x.to(device=device, dtype=dtype)
+
+            with torch.no_grad():
+                a, b = qk.encode(here(acts.resid_normed), here(acts.q), here(acts.k))
+            f_q.append(a.half().cpu())
+            f_k.append(b.half().cpu())
+        self._acts = {"q": torch.cat(f_q), "k": torch.cat(f_k)}
+        self._strings: dict[int, list[str]] = {}
+
+    def activations(self, side: str) -> Tensor:
+        """[contexts, n, d_hidden] of the query ("q") or key ("k") coder."""
+        if side not in self._acts:
+            raise ValueError(
+                f"side must be 'q' (query features) or 'k' (key features), got {side!r}"
+            )
+        return self._acts[side]
+
+    def density(self, side: str) -> Tensor:
+        """Each feature's firing frequency over all tokens [d_hidden] (float64)."""
+        f = self.activations(side)
+        return (f > 0).reshape(-1, f.shape[-1]).double().mean(0)
+
+    def examples(self, side: str, feature: int, k: int = 10, window: int = 8) -> pd.DataFrame:
+        """Like max_activating_examples, from the stored activations."""
+        f = self.activations(side)
+        if not 0 <= feature < f.shape[-1]:
+            raise ValueError(
+                f"feature {feature} is out of range: the {side} side has features 0-{f.shape[-1] - 1}"
+            )
+        if k < 1 or window < 0:
+            raise ValueError("k must be >= 1 and window >= 0")
+        column = f[..., feature].float()  # [contexts, n]
+        n = column.shape[1]
+        top = column.reshape(-1).topk(min(k, column.numel()))
+        ctx, pos = top.indices // n, top.indices % n
+        contexts_of = {}
+        for c in ctx.unique().tolist():
+            if c not in self._strings:
+                self._strings[c] = self.adapter.to_str_tokens(self.tokens[c])
+            contexts_of[c] = (self._strings[c], column[c].tolist())
+        return _example_frame(top.values, ctx, pos, contexts_of, window, feature, side, self.layer)

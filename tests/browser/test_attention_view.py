@@ -233,7 +233,7 @@ def test_empty_prompt_shows_the_error_and_keeps_the_picture(view, tiny_tokenizer
     error = view.get_by_test_id("error")
     error.wait_for(state="visible", timeout=RECOMPUTE_TIMEOUT_MS)
     assert "empty" in error.text_content()
-    assert "from the last prompt and layer that worked" in error.text_content()
+    assert "from the last input that worked" in error.text_content()
     color = error.evaluate("e => getComputedStyle(e).color")
     assert color.startswith("rgb(") and int(color[4:].split(",")[0]) > 100  # red text
     assert labels(view, "src").count() == n and heatmap_pixels(view) == before

@@ -66,7 +66,7 @@ export function mockState(tokens = MOCK_TOKENS, heads = 3) {
     head: 0,
     tokens: [...tokens],
     patterns: encodeUint8(mockPatternRows(tokens.length, heads)),
-    n_layers: 2,
+    layers: [0, 1],
     n_heads: heads,
     downsampled: 1,
     error: "",

@@ -19,18 +19,7 @@ const LUT_SIZE = 256;
 let lut = null; // LUT_SIZE * 3 bytes
 
 function scaleLookup() {
-  if (lut === null) {
-    lut = new Uint8ClampedArray(LUT_SIZE * 3);
-    for (let i = 0; i < LUT_SIZE; i++) {
-      const t = i / (LUT_SIZE - 1);
-      let k = 1;
-      while (k < SCALE_STOPS.length - 1 && SCALE_STOPS[k][0] < t) k++;
-      const [t0, ...c0] = SCALE_STOPS[k - 1];
-      const [t1, ...c1] = SCALE_STOPS[k];
-      const u = (t - t0) / (t1 - t0);
-      for (let ch = 0; ch < 3; ch++) lut[i * 3 + ch] = Math.round(c0[ch] + u * (c1[ch] - c0[ch]));
-    }
-  }
+  lut ??= buildLut(SCALE_STOPS);
   return lut;
 }
 
@@ -72,6 +61,55 @@ export function colorize(data, rows, cols, { vmin = 0, vmax = 1 } = {}) {
       out[p + 1] = table[j + 1];
       out[p + 2] = table[j + 2];
     }
+    out[p + 3] = 255;
+  }
+  return out;
+}
+
+// Diverging scale for signed differences: blue (negative) through near-white to red.
+const DIVERGING_STOPS = [
+  [0.0, 33, 102, 172],
+  [0.5, 247, 247, 247],
+  [1.0, 178, 24, 43],
+];
+let divergingLut = null;
+
+function buildLut(stops) {
+  const table = new Uint8ClampedArray(LUT_SIZE * 3);
+  for (let i = 0; i < LUT_SIZE; i++) {
+    const t = i / (LUT_SIZE - 1);
+    let k = 1;
+    while (k < stops.length - 1 && stops[k][0] < t) k++;
+    const [t0, ...c0] = stops[k - 1];
+    const [t1, ...c1] = stops[k];
+    const u = (t - t0) / (t1 - t0);
+    for (let ch = 0; ch < 3; ch++) table[i * 3 + ch] = Math.round(c0[ch] + u * (c1[ch] - c0[ch]));
+  }
+  return table;
+}
+
+/** RGB of a position t in [0, 1] on the diverging scale (0.5 is zero). */
+export function divergingColor(t) {
+  divergingLut ??= buildLut(DIVERGING_STOPS);
+  const i = Math.round(Math.min(1, Math.max(0, t)) * (LUT_SIZE - 1)) * 3;
+  return [divergingLut[i], divergingLut[i + 1], divergingLut[i + 2]];
+}
+
+/**
+ * RGBA pixels of signed values on the diverging scale, -bound..+bound (clamped; bound <= 0
+ * draws everything as zero). NaN -> MASK_COLOR.
+ */
+export function divergingColorize(data, rows, cols, bound) {
+  divergingLut ??= buildLut(DIVERGING_STOPS);
+  const b = bound > 0 ? bound : 1;
+  const out = new Uint8ClampedArray(rows * cols * 4);
+  for (let i = 0, p = 0; i < rows * cols; i++, p += 4) {
+    const v = data[i];
+    const rgb = v !== v ? MASK_COLOR : null;
+    const j = rgb ? 0 : Math.round(((Math.max(-b, Math.min(b, v)) / b + 1) / 2) * (LUT_SIZE - 1)) * 3;
+    out[p] = rgb ? rgb[0] : divergingLut[j];
+    out[p + 1] = rgb ? rgb[1] : divergingLut[j + 1];
+    out[p + 2] = rgb ? rgb[2] : divergingLut[j + 2];
     out[p + 3] = 255;
   }
   return out;

@@ -1,0 +1,212 @@
+"""What every attnviz widget over a prompt shares: the prompt/layer/head traits, recomputation in
+the kernel with errors shown in the widget, long prompts pooled before they leave the kernel, and
+export to a self-contained HTML file or a PNG.
+
+A widget subclass names its front-end bundle (``BUNDLE``), lists the layers it can show
+(``available_layers``) and computes its data traits for a prompt (``compute``); the base class
+does the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anywidget
+import torch
+import torch.nn.functional as F
+import traitlets
+from torch import Tensor
+
+from attnviz.errors import AttnvizError
+from attnviz.models.adapter import ModelAdapter
+from attnviz.widgets.arrays import WireDtype, encode_array
+from attnviz.widgets.static import static_path
+
+__all__ = ["MAX_SIZE", "PromptWidget", "pool_blocks", "pool_signed"]
+
+MAX_SIZE = 512
+"""Longest side, in cells, of a pattern sent to the browser; longer prompts are max-pooled."""
+
+
+def _causal_blocks(pattern: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """The pattern with future cells at -inf, padded to whole blocks, and the future mask."""
+    n = pattern.shape[-1]
+    future = torch.ones(n, n, dtype=torch.bool, device=pattern.device).triu(1)
+    x = pattern.float().masked_fill(future, -math.inf)
+    pad = -n % factor  # pad the end with masked cells up to a whole number of blocks
+    return F.pad(x, (0, pad, 0, pad), value=-math.inf), future
+
+
+def pool_blocks(pattern: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Max-pool a causal pattern [heads, n, n] over ``factor`` x ``factor`` blocks.
+
+    Returns the pooled pattern [heads, ceil(n / factor), ceil(n / factor)] and its mask (True
+    where a block holds only future cells). factor 1 returns the pattern and its causal mask.
+    """
+    if factor <= 1:
+        n = pattern.shape[-1]
+        return pattern, torch.ones(n, n, dtype=torch.bool, device=pattern.device).triu(1)
+    x, _ = _causal_blocks(pattern, factor)
+    pooled = F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0]
+    return pooled, torch.isinf(pooled)
+
+
+def pool_signed(diff: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Like pool_blocks for a signed difference: each block keeps its value of largest magnitude
+    (with its sign), so a block with one big negative cell does not read as zero."""
+    if factor <= 1:
+        return pool_blocks(diff, 1)
+    high, mask = pool_blocks(diff, factor)
+    low = -pool_blocks(-diff, factor)[0]
+    return torch.where(low.abs() > high.abs(), low, high), mask
+
+
+class PromptWidget(anywidget.AnyWidget):
+    """Base of the widgets that show one layer of one prompt.
+
+    Traits (synced): prompt, layer, head, layers (those the widget can show), n_heads, tokens
+    (token strings, BOS included), downsampled (block size of pooled patterns; 1 = none),
+    error (the message of the last failed recomputation; the previous picture stays), busy.
+    """
+
+    BUNDLE: ClassVar[str] = ""
+
+    prompt = traitlets.Unicode("").tag(sync=True)
+    layer = traitlets.Int(0).tag(sync=True)
+    head = traitlets.Int(0).tag(sync=True)
+    layers = traitlets.List(traitlets.Int()).tag(sync=True)
+    n_heads = traitlets.Int(0).tag(sync=True)
+    tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    downsampled = traitlets.Int(1).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(
+        self,
+        model: ModelAdapter,
+        prompt: str,
+        layer: int | None = None,
+        *,
+        head: int = 0,
+        dtype: WireDtype = "uint8",
+        max_size: int = MAX_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        if dtype not in ("uint8", "float16", "float32"):
+            raise ValueError(f"dtype must be 'uint8', 'float16' or 'float32', got {dtype!r}")
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, got {max_size}")
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        # Read the bundle first (anywidget wants `_esm` before its __init__): a missing build
+        # fails here with a message that says how to make it.
+        self._esm = static_path(self.BUNDLE).read_text(encoding="utf-8")
+        self._model = model
+        self._dtype: WireDtype = dtype
+        self._max_size = max_size
+        self._ready = False
+        super().__init__(n_heads=model.spec.n_heads, **kwargs)
+        self.layers = self.available_layers()
+        self.prompt = prompt
+        self.layer = self.layers[0] if layer is None and self.layers else (layer or 0)
+        self.head = head
+        self._ready = True
+        self.refresh()
+
+    # ---- what subclasses provide -------------------------------------------------------------
+
+    def available_layers(self) -> list[int]:
+        """The layers this widget can show (the layer selector's choices)."""
+        return list(range(self._model.spec.n_layers))
+
+    def compute(self, tokens: Tensor, layer: int) -> dict[str, Any]:
+        """The data traits for a prompt's token ids [1, n] at `layer` (raise AttnvizError for
+        input the widget should report). Runs with the widget marked busy."""
+        raise NotImplementedError
+
+    # ---- shared behaviour --------------------------------------------------------------------
+
+    @property
+    def model(self) -> ModelAdapter:
+        return self._model
+
+    @traitlets.validate("head")
+    def _check_head(self, proposal: Any) -> int:
+        head = int(proposal["value"])
+        if not 0 <= head < self.n_heads:
+            raise traitlets.TraitError(
+                f"head {head} is out of range: this layer has heads 0-{self.n_heads - 1}"
+            )
+        return head
+
+    @traitlets.observe("prompt", "layer")
+    def _input_changed(self, change: dict[str, Any]) -> None:
+        if self._ready:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute for the current ``prompt`` and ``layer``.
+
+        An AttnvizError (empty or too long prompt, a layer out of range or without a dictionary,
+        a dictionary for another model) is shown in the widget through ``error`` and the previous
+        picture stays; any other error is shown and raised.
+        """
+        self.busy = True
+        try:
+            layer = self._model.check_layer(self.layer)
+            ids = self._model.to_tokens(self.prompt)
+            updates = self.compute(ids, layer)
+            tokens = self._model.to_str_tokens(ids[0])
+        except AttnvizError as err:
+            self.error = str(err)
+            return
+        except Exception as err:
+            self.error = f"attnviz: unexpected {type(err).__name__}: {err}"
+            raise
+        finally:
+            self.busy = False
+        with self.hold_sync():  # one message: tokens and data never disagree in the browser
+            self.tokens = tokens
+            for name, value in updates.items():
+                setattr(self, name, value)
+            self.error = ""
+
+    def pool_factor(self, n: int) -> int:
+        """Block size that brings an n-token pattern within ``max_size`` cells a side."""
+        return math.ceil(n / self._max_size)
+
+    def encode_pattern(self, pattern: Tensor, factor: int, signed: bool = False) -> dict[str, Any]:
+        """A [heads, n, n] pattern pooled by ``factor`` and encoded for the wire (future cells
+        masked); ``signed`` pools by largest magnitude (for differences)."""
+        pool = pool_signed if signed else pool_blocks
+        pooled, masked = pool(pattern.detach().float().cpu(), factor)
+        return encode_array(pooled, self._dtype, masked=masked)
+
+    # ---- export ------------------------------------------------------------------------------
+
+    def to_html(self, path: str | Path, title: str | None = None) -> Path:
+        """Write the widget as it is now to one self-contained HTML file (script, styles and data
+        inlined; opens offline). Hover and head selection keep working in the file; changing the
+        prompt or layer needs the kernel. Returns the path."""
+        from attnviz.widgets.export import write_html
+
+        return write_html(self, path, title=title)
+
+    def figure(self) -> Any:
+        """A plotly figure of what the widget shows for the selected head (for reports)."""
+        raise NotImplementedError
+
+    def to_png(self, path: str | Path, scale: float = 2.0) -> Path:
+        """Save `figure()` as a PNG through plotly and kaleido (a headless chromium). Returns the
+        path."""
+        from attnviz.widgets.export import write_png
+
+        return write_png(self.figure(), path, scale=scale)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._model.spec.name}, layer {self.layer}, "
+            f"{len(self.tokens)} tokens, {self.n_heads} heads)"
+        )

@@ -1,0 +1,183 @@
+"""Widgets out of the notebook: one self-contained HTML file (``write_html``) or a PNG through
+plotly and kaleido (``write_png``).
+
+The HTML file holds the widget's front-end bundle, a small host that stands in for the notebook
+(``widgets/export_host``: the synced traits as a local model, so hover and head selection keep
+working) and the widget's state, binary arrays included, all inlined as base64/JSON. A content
+security policy with a per-file nonce lets only those scripts run: nothing is fetched from the
+network, and markup smuggled in through token text could not run even if it reached the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+
+from attnviz.errors import AttnvizError
+from attnviz.widgets.static import static_path
+
+if TYPE_CHECKING:
+    from attnviz.widgets.base import PromptWidget
+
+__all__ = ["ExportError", "html_document", "widget_state", "write_html", "write_png"]
+
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+class ExportError(AttnvizError):
+    """A widget could not be written out (missing PNG renderer, unwritable path)."""
+
+
+def widget_state(widget: PromptWidget) -> dict[str, Any]:
+    """The widget's own synced traits (not anywidget's or ipywidgets' plumbing), JSON-safe:
+    bytes become {"$bytes": base64}."""
+    own = set(type(widget).class_traits(sync=True)) - set(anywidget.AnyWidget.class_traits())
+
+    def safe(value: Any) -> Any:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+        if isinstance(value, dict):
+            return {str(k): safe(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [safe(v) for v in value]
+        return value
+
+    return {name: safe(getattr(widget, name)) for name in sorted(own)}
+
+
+def _script_json(value: Any) -> str:
+    """JSON that cannot end its <script> element early or open a comment inside it."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+# The bootstrap: decode the two bundles into blob: modules and mount the widget on its state.
+_BOOT = """
+const read = (id) => JSON.parse(document.getElementById(id).textContent);
+const root = document.getElementById("attnviz-root");
+try {
+  const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const module = (id) => import(URL.createObjectURL(new Blob([bytes(read(id))], { type: "text/javascript" })));
+  const [host, widget] = await Promise.all([module("attnviz-host"), module("attnviz-widget")]);
+  host.mount(widget.default, read("attnviz-state"), root);
+} catch (err) {
+  const box = document.createElement("pre");
+  box.textContent = `attnviz: this export could not start: ${err && err.stack ? err.stack : err}`;
+  root.replaceChildren(box);
+}
+"""
+
+
+def html_document(widget: PromptWidget, title: str | None = None) -> str:
+    """The self-contained HTML text of `widget` as it is now."""
+    name = widget.BUNDLE
+    nonce = secrets.token_urlsafe(18)
+    title = title or repr(widget)
+    csp = (
+        f"default-src 'none'; script-src 'nonce-{nonce}' blob:; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:"
+    )
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta name="generator" content="attnviz {_version()}">',
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{margin:16px;font-family:system-ui,sans-serif;background:#fff}</style>",
+        "</head><body>",
+        f'<div id="attnviz-root" data-widget="{html.escape(name)}"></div>',
+        f'<script type="application/json" id="attnviz-state">{_script_json(widget_state(widget))}'
+        "</script>",
+        '<script type="application/json" id="attnviz-host">'
+        f'"{_b64(static_path("export_host"))}"</script>',
+        f'<script type="application/json" id="attnviz-widget">"{_b64(static_path(name))}"</script>',
+        f'<script type="module" nonce="{nonce}">{_BOOT}</script>',
+        "</body></html>",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _version() -> str:
+    from attnviz._version import __version__
+
+    return __version__
+
+
+def _write_atomic(path: Path, write: Any) -> Path:
+    """Call write(tmp_path) then move tmp_path onto `path`: a failure leaves no partial file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder: give a file name, like {path / 'attention.html'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write {path}: the folder {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_html(widget: PromptWidget, path: str | Path, title: str | None = None) -> Path:
+    """Write `widget` to `path` as one self-contained HTML file (see the module docstring)."""
+    text = html_document(widget, title)
+    return _write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _find_chromium() -> str | None:
+    if os.environ.get("BROWSER_PATH"):
+        return os.environ["BROWSER_PATH"]
+    for candidate in (*CHROMIUM_PATHS, shutil.which("chromium"), shutil.which("google-chrome")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def write_png(figure: Any, path: str | Path, scale: float = 2.0) -> Path:
+    """Render a plotly figure to a PNG with kaleido (headless chromium)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError as err:
+        raise ExportError(
+            "PNG export needs kaleido: pip install 'kaleido>=1.0' (and a chromium: on Debian, "
+            "apt-get install chromium); to_html needs neither"
+        ) from err
+    browser = _find_chromium()
+    if browser is None:
+        raise ExportError(
+            "PNG export needs a chromium for kaleido and none was found: on Debian, "
+            "apt-get install chromium, or set BROWSER_PATH to a Chrome/Chromium binary"
+        )
+    os.environ.setdefault("BROWSER_PATH", browser)  # where kaleido (choreographer) looks first
+
+    def render(tmp: Path) -> None:
+        data = figure.to_image(format="png", scale=scale)
+        tmp.write_bytes(data)
+
+    try:
+        return _write_atomic(Path(path), render)
+    except (ExportError, OSError):
+        raise
+    except Exception as err:  # kaleido reports browser trouble with many exception types
+        raise ExportError(
+            f"kaleido could not render the PNG with {browser}: {type(err).__name__}: {err}"
+        ) from err

@@ -1,0 +1,84 @@
+"""Plotly figures of what the widgets show, for reports (`to_png`) and for anyone who wants to
+restyle them: the selected head's patterns side by side, with token labels."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from attnviz.widgets.arrays import decode_array
+
+__all__ = ["pattern_figure", "tick_labels"]
+
+# The widgets' colour scales: sequential for weights, diverging (blue below, red above) for
+# differences.
+SEQUENTIAL = [
+    [0.0, "rgb(251,247,239)"],
+    [0.3, "rgb(243,194,96)"],
+    [0.65, "rgb(203,88,62)"],
+    [1.0, "rgb(58,24,80)"],
+]
+DIVERGING = [[0.0, "rgb(33,102,172)"], [0.5, "rgb(247,247,247)"], [1.0, "rgb(178,24,43)"]]
+MAX_TICKS = 48
+
+
+def tick_labels(
+    tokens: Sequence[str], n_cells: int, factor: int = 1
+) -> tuple[list[int], list[str]]:
+    """Positions and text of axis labels: at most MAX_TICKS, token text escaped (plotly reads
+    a little HTML in labels), newlines shown as ↵; pooled cells named by their first token."""
+    stride = max(1, -(-n_cells // MAX_TICKS))
+    values, texts = [], []
+    for i in range(0, n_cells, stride):
+        start = i * factor
+        token = tokens[start] if start < len(tokens) else ""
+        shown = token.replace("\n", "↵").replace("\t", "⇥")
+        shown = shown if len(shown) <= 14 else f"{shown[:13]}…"
+        label = f"{start}: {shown}" if factor > 1 or stride > 1 else shown or "∅"
+        values.append(i)
+        texts.append(html.escape(label))
+    return values, texts
+
+
+def pattern_figure(
+    tokens: Sequence[str],
+    panels: Mapping[str, Mapping[str, Any]],
+    head: int,
+    factor: int = 1,
+    title: str = "",
+    signed: Sequence[str] = (),
+) -> Any:
+    """One heatmap per panel (name -> wire dict of a [heads, n, n] pattern) for `head`, side by
+    side; panels named in `signed` use a diverging scale centred on 0."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(panels)
+    fig = make_subplots(
+        rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06,
+        shared_yaxes=True,
+    )  # fmt: skip
+    for col, name in enumerate(names, start=1):
+        z = decode_array(dict(panels[name]))[head].astype(np.float64)
+        if name in signed:
+            bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+            scale: dict[str, Any] = dict(colorscale=DIVERGING, zmin=-bound, zmax=bound or 1.0)
+        else:
+            scale = dict(colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0)
+        heatmap = go.Heatmap(
+            z=z, showscale=col == len(names), hoverongaps=False, colorbar=dict(thickness=12),
+            **scale,
+        )  # fmt: skip
+        fig.add_trace(heatmap, row=1, col=col)
+        values, texts = tick_labels(tokens, z.shape[1], factor)
+        fig.update_xaxes(tickvals=values, ticktext=texts, tickangle=-90, row=1, col=col)
+        fig.update_yaxes(tickvals=values, ticktext=texts, autorange="reversed", row=1, col=col)
+    size = 360 if len(names) > 1 else 560
+    fig.update_layout(
+        title=html.escape(title), width=size * len(names) + 160, height=size + 200,
+        plot_bgcolor="rgb(222,227,235)", margin=dict(l=120, b=120, t=70, r=40),
+    )  # fmt: skip
+    return fig

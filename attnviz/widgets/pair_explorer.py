@@ -1,0 +1,254 @@
+"""PairExplorer: why a head attends where it does, in query-feature x key-feature pairs.
+
+>>> PairExplorer(model, "The cat sat on the mat because it was tired", layer=3)  # doctest: +SKIP
+
+Click a (destination, source) cell of a head's pattern: its reconstructed score splits into the
+top query-feature x key-feature pair contributions, the other pairs and the bias terms, which add
+up to the score shown. Click a feature in that table: its max-activating contexts (held-out
+pydocs text by default), tokens shaded by activation, and its firing density.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import traitlets
+from torch import Tensor
+
+from attnviz.analysis.feature_examples import FeatureActivations
+from attnviz.analysis.reconstruction import Reconstruction, ReconstructionKind
+from attnviz.errors import AttnvizError
+from attnviz.models.adapter import ModelAdapter
+from attnviz.widgets.figures import pattern_figure
+from attnviz.widgets.qk_widget import QKInput, QKWidget
+
+__all__ = ["PairExplorer"]
+
+EXAMPLE_CONTEXTS = 32
+"""Held-out pydocs contexts searched for a feature's max-activating examples."""
+_INTS = ("q_feature", "k_feature", "n_pairs")
+_FLOATS = ("contribution", "f_q", "f_k", "mask", "map_weight")
+
+
+def _number(x: Any) -> float | None:
+    """A JSON-safe float (None for missing values)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+class PairExplorer(QKWidget):
+    """Score decomposition of a clicked cell and the examples of a clicked feature.
+
+    Traits (synced, besides QKWidget's): view (the pattern drawn: "true", "transcoder" or
+    "masked"), map (the reconstruction decomposed: "masked" when there is a pair table, else
+    "transcoder"), top (pairs listed), clicked ([row, col] of the shown heatmap; pooled cells
+    resolve to the cell of the block with the largest shown weight), decomposition, feature
+    ({"side": "q" | "k", "index": i}) and feature_info (its examples and density)."""
+
+    BUNDLE = "pair_explorer"
+
+    view = traitlets.Unicode("transcoder").tag(sync=True)
+    map = traitlets.Unicode("masked").tag(sync=True)
+    top = traitlets.Int(10).tag(sync=True)
+    clicked = traitlets.List(traitlets.Int()).tag(sync=True)
+    decomposition = traitlets.Dict().tag(sync=True)
+    feature = traitlets.Dict().tag(sync=True)
+    feature_info = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self, model: ModelAdapter, prompt: str, layer: int | None = None, *, qk: QKInput = None,
+        cell: tuple[int, int] | None = None, examples_from: Tensor | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        """cell: a (destination, source) token cell to decompose at once. examples_from: token
+        ids [contexts, n] to find features' max-activating examples in (default: 32 held-out
+        pydocs contexts, computed at the first feature click)."""
+        self._examples_from = examples_from
+        self._features: dict[int, FeatureActivations] = {}
+        super().__init__(model, prompt, layer, qk=qk, **kwargs)
+        if cell is not None:
+            self.select_cell(*cell)
+
+    # ---- reacting to the front-end -------------------------------------------------------------
+
+    @traitlets.validate("view")
+    def _check_view(self, proposal: Any) -> str:
+        if proposal["value"] not in ("true", "transcoder", "masked"):
+            raise traitlets.TraitError("view must be 'true', 'transcoder' or 'masked'")
+        return str(proposal["value"])
+
+    @traitlets.validate("map")
+    def _check_map(self, proposal: Any) -> str:
+        if proposal["value"] not in ("transcoder", "masked"):
+            raise traitlets.TraitError("map must be 'transcoder' or 'masked'")
+        return str(proposal["value"])
+
+    @traitlets.observe("clicked")
+    def _clicked(self, change: dict[str, Any]) -> None:
+        if self._ready and len(self.clicked) == 2:
+            self._guard(lambda: self._decompose(*self._resolve(*self.clicked)))
+
+    @traitlets.observe("head", "map", "top")
+    def _redo(self, change: dict[str, Any]) -> None:
+        dest, src = self.decomposition.get("dest"), self.decomposition.get("src")
+        if self._ready and dest is not None and src is not None:
+            self._guard(lambda: self._decompose(int(dest), int(src)))
+
+    @traitlets.observe("feature")
+    def _feature_clicked(self, change: dict[str, Any]) -> None:
+        if self._ready and self.feature:
+            self._guard(lambda: self._show_feature(self.feature["side"], self.feature["index"]))
+
+    def _guard(self, work: Any) -> None:
+        """Run a click's work with the widget busy; bad input shows in `error`."""
+        self.busy = True
+        try:
+            work()
+            self.error = ""
+        except (AttnvizError, ValueError, KeyError) as err:
+            self.error = str(err) if isinstance(err, AttnvizError) else f"attnviz: {err}"
+        finally:
+            self.busy = False
+
+    # ---- the work, callable from Python too ----------------------------------------------------
+
+    def select_cell(self, dest: int, src: int) -> dict[str, Any]:
+        """Decompose token cell (dest, src) of the selected head; returns the decomposition."""
+        self._decompose(dest, src)
+        return self.decomposition
+
+    def show_feature(self, side: str, index: int) -> dict[str, Any]:
+        """Find a query ("q") or key ("k") feature's max-activating examples; returns them."""
+        self._show_feature(side, index)
+        return self.feature_info
+
+    def _current(self) -> Reconstruction:
+        if self._rec is None:
+            raise AttnvizError("nothing to explain yet: give the widget a prompt that works")
+        return self._rec
+
+    def _resolve(self, row: int, col: int) -> tuple[int, int]:
+        """Token cell of a clicked cell of the shown heatmap."""
+        rec, f = self._current(), self.downsampled
+        if f <= 1:
+            return row, col
+        n = rec.n_tokens
+        r0, c0 = row * f, col * f
+        block = rec.pattern(self.view)[self.head, r0 : min(n, r0 + f), c0 : min(n, c0 + f)]
+        dest = torch.arange(r0, r0 + block.shape[0])[:, None]
+        src = torch.arange(c0, c0 + block.shape[1])[None, :]
+        block = block.float().masked_fill(src > dest, -1.0)  # future cells never win
+        if block.numel() == 0 or float(block.max()) < 0:
+            raise ValueError(f"block ({row}, {col}) holds only future cells")
+        i = int(block.argmax())
+        return r0 + i // block.shape[1], c0 + i % block.shape[1]
+
+    def _decompose(self, dest: int, src: int) -> None:
+        rec = self._current()
+        kind: ReconstructionKind = (
+            "masked" if self.map == "masked" and rec.masked is not None else "transcoder"
+        )
+        frame = rec.decompose(self.head, dest, src, kind, top=self.top)
+        score = rec.score(self.head, dest, src, kind)
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        rows = [
+            {
+                "kind": r["kind"],
+                "label": r["label"],
+                **{k: None if r[k] is None else int(r[k]) for k in _INTS},
+                **{k: _number(r[k]) for k in _FLOATS},
+            }
+            for r in records
+        ]
+        self.decomposition = {
+            "head": self.head,
+            "dest": dest,
+            "src": src,
+            "dest_token": self.tokens[dest],
+            "src_token": self.tokens[src],
+            "kind": kind,
+            "score": score,
+            "total": float(frame["contribution"].sum()),
+            "weight": float(rec.pattern(kind)[self.head, dest, src]),
+            "true_weight": float(rec.true[self.head, dest, src]),
+            "rows": rows,
+        }
+
+    def _library(self) -> FeatureActivations:
+        layer = self._current().layer
+        if layer not in self._features:
+            from attnviz.dictionaries.pretrained import held_out_contexts
+
+            tokens = self._examples_from
+            if tokens is None:
+                tokens = held_out_contexts(self._model, EXAMPLE_CONTEXTS)
+            self._features[layer] = FeatureActivations(
+                self._model, self.dictionary_for(layer), tokens
+            )
+        return self._features[layer]
+
+    def _show_feature(self, side: str, index: int) -> None:
+        library = self._library()
+        examples = library.examples(side, int(index), k=8, window=10)
+        density = library.density(side)
+        d = float(density[int(index)])
+        shown = []
+        for ex in examples.to_dict(orient="records"):
+            before, after = ex["before"], ex["after"]
+            shown.append(
+                {
+                    "context": int(ex["context"]),
+                    "position": int(ex["position"]),
+                    "activation": float(ex["activation"]),
+                    "tokens": [t for t, _ in before] + [ex["token"]] + [t for t, _ in after],
+                    "acts": [round(float(a), 4) for _, a in before]
+                    + [round(float(ex["activation"]), 4)]
+                    + [round(float(a), 4) for _, a in after],
+                    "center": len(before),
+                }
+            )
+        live = density[density > 0].log10()
+        lo = math.floor(float(live.min())) if live.numel() else -4
+        edges = torch.arange(lo, 0.0001, 0.25, dtype=torch.float64)
+        counts = torch.histogram(live, edges)[0] if live.numel() and len(edges) > 1 else None
+        self.feature_info = {
+            "side": side,
+            "index": int(index),
+            "layer": library.layer,
+            "density": d,
+            "log10_density": math.log10(d) if d > 0 else None,
+            # the densities of all live features of this side, to place this one among them
+            "histogram": {
+                "edges": [round(float(e), 3) for e in edges],
+                "counts": [] if counts is None else [int(c) for c in counts],
+            },
+            "dead": int((density == 0).sum()),
+            "n_tokens": int(library.tokens.numel()),
+            "examples": shown,
+        }
+
+    # ---- the rest ------------------------------------------------------------------------------
+
+    def extra_traits(self, rec: Reconstruction) -> dict[str, Any]:
+        # A new prompt or layer: earlier selections point at tokens that may not exist.
+        out: dict[str, Any] = {"decomposition": {}, "clicked": []}
+        if rec.masked is None:
+            out["map"] = "transcoder"
+            if self.view == "masked":
+                out["view"] = "transcoder"
+        if self.feature_info.get("layer") != rec.layer:
+            out["feature_info"] = {}
+            out["feature"] = {}
+        return out
+
+    def figure(self) -> Any:
+        names = {"true": "model", "transcoder": "transcoder", "masked": "masked map"}
+        panels = {names[k]: self.panels[k] for k in ("true", self.view) if k in self.panels}
+        return pattern_figure(
+            self.tokens, panels, self.head, self.downsampled,
+            title=f"{self._model.spec.name} layer {self.layer} head {self.head}",
+        )  # fmt: skip

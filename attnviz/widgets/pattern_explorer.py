@@ -1,0 +1,47 @@
+"""PatternExplorer: a layer's true attention pattern beside its QK-dictionary reconstructions.
+
+>>> PatternExplorer(model, "The cat sat on the mat because it was tired")  # doctest: +SKIP
+
+For the selected head, four heatmaps side by side: the model's pattern, the transcoders' q̂·k̂
+pattern, the masked feature-pair map's pattern, and the difference of a reconstruction from the
+truth; above them a thumbnail of every head with its KL. Hovering a cell shows its destination
+and source tokens and the three values. Without ``qk``, the QK transcoders shipped for the model
+are used (SmolLM2-135M: layers 3, 15, 25).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attnviz.analysis.reconstruction import Reconstruction
+from attnviz.widgets.figures import pattern_figure
+from attnviz.widgets.qk_widget import QKWidget
+
+__all__ = ["PatternExplorer"]
+
+
+class PatternExplorer(QKWidget):
+    """True vs reconstructed attention for one layer of a prompt, live.
+
+    ``panels`` also holds "diff_transcoder" and "diff_masked" (reconstruction minus truth,
+    pooled by largest magnitude when the prompt is long)."""
+
+    BUNDLE = "pattern_explorer"
+
+    def extra_panels(self, rec: Reconstruction, factor: int) -> dict[str, Any]:
+        out = {"diff_transcoder": self.encode_pattern(rec.transcoder - rec.true, factor, True)}
+        if rec.masked is not None:
+            out["diff_masked"] = self.encode_pattern(rec.masked - rec.true, factor, True)
+        return out
+
+    def figure(self) -> Any:
+        names = {"true": "model", "transcoder": "transcoder", "masked": "masked map"}
+        panels = {label: self.panels[k] for k, label in names.items() if k in self.panels}
+        panels["transcoder − model"] = self.panels["diff_transcoder"]
+        kl = self.kl.get("transcoder", [])
+        kl_text = f" · KL {kl[self.head]:.3f}" if kl else ""
+        return pattern_figure(
+            self.tokens, panels, self.head, self.downsampled,
+            title=f"{self._model.spec.name} layer {self.layer} head {self.head}{kl_text}",
+            signed=["transcoder − model"],
+        )  # fmt: skip

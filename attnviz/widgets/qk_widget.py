@@ -1,0 +1,132 @@
+"""The part PatternExplorer and PairExplorer share: which QK dictionaries they use (given, or
+shipped for the model) and the reconstruction of the current prompt, sent as pooled patterns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import traitlets
+from torch import Tensor
+
+from attnviz.analysis.reconstruction import Reconstruction, reconstruct
+from attnviz.dictionaries.qk import QKDictionary
+from attnviz.errors import MissingDictionaryError
+from attnviz.models.adapter import ModelAdapter
+from attnviz.widgets.base import PromptWidget
+
+__all__ = ["QKInput", "QKWidget", "dictionaries_by_layer"]
+
+QKInput = QKDictionary | Iterable[QKDictionary] | Mapping[int, QKDictionary] | None
+
+
+def dictionaries_by_layer(model: ModelAdapter, qk: QKInput) -> dict[int, QKDictionary]:
+    """{layer: dictionary} from one dictionary, several, a {layer: dictionary} mapping, or None
+    (the QK transcoders shipped for the model; none for most models)."""
+    if qk is None:
+        from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk
+
+        name = model.spec.name
+        rows = [
+            r for r in list_pretrained()
+            if r["model"] == name and r["architecture"] == "qk_transcoder"
+        ]  # fmt: skip
+        return {r["layer"]: load_pretrained_qk(name, r["layer"]) for r in rows}
+    if isinstance(qk, QKDictionary):
+        return {qk.cfg.layer: qk}
+    items = list(qk.items()) if isinstance(qk, Mapping) else [(d.cfg.layer, d) for d in qk]
+    out: dict[int, QKDictionary] = {}
+    for layer, d in items:
+        if not isinstance(d, QKDictionary):
+            raise TypeError(f"qk must hold QKDictionary objects, got {type(d).__name__}")
+        if int(layer) != d.cfg.layer:
+            raise ValueError(
+                f"the dictionary given for layer {layer} was trained on layer {d.cfg.layer}"
+            )
+        if d.cfg.layer in out:
+            raise ValueError(f"two dictionaries for layer {d.cfg.layer}: give one per layer")
+        out[d.cfg.layer] = d
+    return dict(sorted(out.items()))
+
+
+class QKWidget(PromptWidget):
+    """A prompt widget over QK dictionaries, one per layer it can show.
+
+    Traits (synced, besides PromptWidget's): panels ({"true", "transcoder", "masked"} -> wire
+    arrays [heads, n, n], pooled like the rest), kl ({"transcoder": [...], "masked": [...]}:
+    mean KL(true || reconstruction) per head, nats), has_masked (the dictionary has a pair
+    table), dictionary (one line describing it)."""
+
+    panels = traitlets.Dict().tag(sync=True)
+    kl = traitlets.Dict().tag(sync=True)
+    has_masked = traitlets.Bool(False).tag(sync=True)
+    dictionary = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(
+        self, model: ModelAdapter, prompt: str, layer: int | None = None, *, qk: QKInput = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self._dictionaries = dictionaries_by_layer(model, qk)
+        self._rec: Reconstruction | None = None
+        super().__init__(model, prompt, layer, **kwargs)
+
+    @property
+    def dictionaries(self) -> dict[int, QKDictionary]:
+        return dict(self._dictionaries)
+
+    @property
+    def reconstruction(self) -> Reconstruction | None:
+        """The current prompt's reconstruction (patterns stored as float16)."""
+        return self._rec
+
+    def available_layers(self) -> list[int]:
+        return list(self._dictionaries)
+
+    def dictionary_for(self, layer: int) -> QKDictionary:
+        if layer not in self._dictionaries:
+            name = self._model.spec.name
+            have = ", ".join(map(str, self._dictionaries)) or "none"
+            raise MissingDictionaryError(
+                f"no QK dictionary for {name} layer {layer} (this widget has layers: {have}). "
+                f"Pass qk=... with one trained for this layer, or train one: "
+                f"attnviz train qk --model {name} --layer {layer}"
+            )
+        return self._dictionaries[layer]
+
+    def compute(self, tokens: Tensor, layer: int) -> dict[str, Any]:
+        qk = self.dictionary_for(layer)
+        rec = reconstruct(self._model, qk, tokens)
+        factor = self.pool_factor(rec.n_tokens)
+        kinds = ["true", "transcoder"] + (["masked"] if rec.masked is not None else [])
+        panels = {kind: self.encode_pattern(rec.pattern(kind), factor) for kind in kinds}
+        panels.update(self.extra_panels(rec, factor))
+        kl = {"transcoder": [round(float(v), 5) for v in rec.kl_transcoder]}
+        if rec.kl_masked is not None:
+            kl["masked"] = [round(float(v), 5) for v in rec.kl_masked]
+        # Keep what later clicks need, at half the memory (2048 tokens: 3 x 36 MiB).
+        rec.true, rec.transcoder = rec.true.half(), rec.transcoder.half()
+        rec.masked = None if rec.masked is None else rec.masked.half()
+        self._rec = rec
+        return {
+            "panels": panels,
+            "kl": kl,
+            "has_masked": rec.masked is not None,
+            "dictionary": describe(qk),
+            "downsampled": factor,
+            **self.extra_traits(rec),
+        }
+
+    def extra_panels(self, rec: Reconstruction, factor: int) -> dict[str, Any]:
+        """More wire arrays for `panels` (PatternExplorer adds the differences)."""
+        return {}
+
+    def extra_traits(self, rec: Reconstruction) -> dict[str, Any]:
+        """More trait values to set with the new data (PairExplorer clears its selection)."""
+        return {}
+
+
+def describe(qk: QKDictionary) -> str:
+    c = qk.cfg
+    kind = "QK transcoder" if qk.is_transcoder else "q/k SAE"
+    pairs = f", {qk.pairs.nnz:,} kept pairs" if qk.pairs is not None else ", no pair table"
+    return f"{kind} {c.d_hidden_q}+{c.d_hidden_k} features, layer {c.layer} of {c.model}{pairs}"

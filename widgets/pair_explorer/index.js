@@ -1,0 +1,440 @@
+// PairExplorer (attnviz/widgets/pair_explorer.py): click a cell of a head's pattern to see its
+// score split into query-feature x key-feature pairs; click a feature to see what it fires on.
+//
+// Traits read: prompt, layer, layers, head, tokens, downsampled, error, busy, dictionary,
+// has_masked, kl, panels ({true, transcoder, masked}), view, map, decomposition, feature_info.
+// Traits written: prompt, layer, view, map (selectors), head (thumbnails), clicked ([row, col]
+// of the heatmap; the kernel decomposes it), feature ({side, index}; the kernel finds examples).
+
+import {
+  batched,
+  createCheckbox,
+  createFrame,
+  createPanel,
+  createTooltip,
+  el,
+  listen,
+  markThumb,
+  renderThumbs,
+  textEl,
+} from "../shared/dom.js";
+import { drawPixels, scaleColor } from "../shared/heatmap.js";
+import { colorMax, decodePanels, headSlice, patternPixels, thumbCaption } from "../shared/patterns.js";
+import { describeCell, displayToken, formatSigned } from "../shared/tokens.js";
+
+export const THUMB_PX = 56;
+export const HEATMAP_PX = 420;
+const VIEWS = [
+  ["transcoder", "transcoder q̂·k̂"],
+  ["masked", "masked pair map"],
+  ["true", "model"],
+];
+const MAPS = [
+  ["masked", "masked pair map"],
+  ["transcoder", "transcoder (all pairs)"],
+];
+
+/** A number with `digits` decimals, "–" when missing. */
+export function fixed(v, digits = 3) {
+  return typeof v === "number" && Number.isFinite(v) ? v.toFixed(digits) : "–";
+}
+
+/** The display cell of a token cell when cells are blocks of `factor` tokens. */
+export function displayCell(dest, src, factor = 1) {
+  return { row: Math.floor(dest / factor), col: Math.floor(src / factor) };
+}
+
+/** Sum of the rows' contributions (what the table's total shows). */
+export function sumContributions(rows) {
+  return (rows ?? []).reduce((acc, r) => acc + (typeof r.contribution === "number" ? r.contribution : 0), 0);
+}
+
+/** Background of a token with activation `act` when the context's largest is `max`. */
+export function activationColor(act, max) {
+  if (!(act > 0) || !(max > 0)) return "transparent";
+  const [r, g, b] = scaleColor(0.15 + 0.6 * Math.min(1, act / max));
+  return `rgba(${r}, ${g}, ${b}, 0.85)`;
+}
+
+/** The histogram's bar index holding log10(density) `x`, or -1. */
+export function histogramBin(edges, x) {
+  if (x === null || x === undefined || !edges || edges.length < 2) return -1;
+  for (let i = 0; i < edges.length - 1; i++) {
+    if (x >= edges[i] && (x < edges[i + 1] || i === edges.length - 2)) return i;
+  }
+  return -1;
+}
+
+function featureButton(side, index, pressed, onClick) {
+  const button = textEl("button", "av-feature", `${side === "q" ? "Q" : "K"}${index}`, {
+    type: "button",
+    "data-testid": `feature-${side}-${index}`,
+    "data-side": side,
+    "data-index": String(index),
+    "aria-pressed": String(pressed),
+    title: `show the ${side === "q" ? "query" : "key"} feature's max-activating contexts`,
+  });
+  button.addEventListener("click", () => onClick(side, index));
+  return button;
+}
+
+function barCell(value, scale) {
+  const td = el("td", "av-left");
+  if (typeof value !== "number" || !(scale > 0)) return td;
+  const bar = el("span", "av-bar");
+  bar.style.width = `${Math.max(1, Math.round((Math.abs(value) / scale) * 80))}px`;
+  bar.style.background = value >= 0 ? "#b2182b" : "#2166ac";
+  td.append(bar);
+  return td;
+}
+
+/** The decomposition table: one row per pair / other pairs / bias term, then the total. */
+function decompositionTable(d, selected, onFeature) {
+  const table = el("table", "av-table", { "data-testid": "decomposition-table" });
+  const head = el("tr");
+  for (const [text, left] of [["term", true], ["query", true], ["key", true], ["f_q", false], ["f_k", false], ["map weight", false], ["mask", false], ["contribution", false], ["", true]]) {
+    head.append(textEl("th", left ? "av-left" : "", text));
+  }
+  table.append(head);
+  const scale = Math.max(...d.rows.map((r) => Math.abs(r.contribution ?? 0)), 1e-12);
+  for (const r of d.rows) {
+    const tr = el("tr", "", { "data-testid": "term-row", "data-kind": r.kind, "data-contribution": String(r.contribution) });
+    tr.append(textEl("td", "av-left", r.kind === "pair" ? "pair" : r.label));
+    for (const side of ["q", "k"]) {
+      const td = el("td", "av-left");
+      const index = r[`${side}_feature`];
+      if (index !== null && index !== undefined) {
+        td.append(featureButton(side, index, selected?.side === side && selected?.index === index, onFeature));
+      }
+      tr.append(td);
+    }
+    tr.append(
+      textEl("td", "", fixed(r.f_q, 2)),
+      textEl("td", "", fixed(r.f_k, 2)),
+      textEl("td", "", fixed(r.map_weight, 4)),
+      textEl("td", "", r.kind === "pair" ? fixed(r.mask, 2) : ""),
+      textEl("td", "", formatSigned(r.contribution, 4)),
+      barCell(r.contribution, scale),
+    );
+    table.append(tr);
+  }
+  const total = el("tr", "av-total");
+  total.append(
+    textEl("td", "av-left", "sum of the terms"),
+    el("td"),
+    el("td"),
+    el("td"),
+    el("td"),
+    el("td"),
+    el("td"),
+    textEl("td", "", formatSigned(sumContributions(d.rows), 4), { "data-testid": "total" }),
+    el("td"),
+  );
+  table.append(total);
+  return table;
+}
+
+function densityChart(info) {
+  const canvas = el("canvas", "", { "data-testid": "density-chart" });
+  const counts = info.histogram?.counts ?? [];
+  const edges = info.histogram?.edges ?? [];
+  const w = 240;
+  const h = 48;
+  canvas.width = w;
+  canvas.height = h;
+  canvas.style.width = `${w}px`;
+  canvas.style.height = `${h}px`;
+  const ctx = canvas.getContext("2d");
+  if (ctx === null || counts.length === 0) return canvas;
+  const max = Math.max(...counts, 1);
+  const bw = w / counts.length;
+  const mine = histogramBin(edges, info.log10_density);
+  // Counts on a log scale, so a feature in a sparse bin still shows; its bin is dark and marked.
+  counts.forEach((c, i) => {
+    const bh = c > 0 ? Math.max(3, Math.round((Math.log1p(c) / Math.log1p(max)) * (h - 10))) : 0;
+    ctx.fillStyle = i === mine ? "#7a2e6e" : "#c9c2cf";
+    ctx.fillRect(i * bw + 1, h - bh, bw - 2, bh);
+  });
+  if (mine >= 0) {
+    ctx.fillStyle = "#7a2e6e";
+    const x = (mine + 0.5) * bw;
+    ctx.beginPath();
+    ctx.moveTo(x - 4, 0);
+    ctx.lineTo(x + 4, 0);
+    ctx.lineTo(x, 6);
+    ctx.fill();
+  }
+  canvas.title = `log10 firing density of the live ${info.side === "q" ? "query" : "key"} features, from ${edges[0]} to ${edges[edges.length - 1]}; this feature's bar is dark`;
+  return canvas;
+}
+
+function featurePanel(info) {
+  const box = el("div", "", { "data-testid": "feature-panel", "data-side": info.side, "data-index": String(info.index) });
+  const sideName = info.side === "q" ? "query" : "key";
+  const pct = (100 * info.density).toFixed(info.density < 0.01 ? 3 : 1);
+  box.append(
+    textEl("div", "av-panel-title", `${sideName} feature ${info.index} · layer ${info.layer}`),
+    textEl("div", "av-axis-title", `fires on ${pct}% of ${info.n_tokens.toLocaleString("en-US")} held-out tokens (${info.dead} of this side's features never fire there)`, { "data-testid": "density" }),
+    densityChart(info),
+  );
+  if (!info.examples?.length) {
+    box.append(textEl("div", "av-note", "This feature does not fire on the held-out contexts."));
+    return box;
+  }
+  box.append(textEl("div", "av-axis-title", "max-activating contexts (the outlined token is where it fires most; shading: activation)"));
+  for (const ex of info.examples) {
+    const line = el("div", "av-context", { "data-testid": "example", "data-activation": String(ex.activation) });
+    const max = Math.max(...ex.acts, 1e-12);
+    line.append(textEl("span", "av-axis-title", `${fixed(ex.activation, 2)}  `));
+    ex.tokens.forEach((token, i) => {
+      const span = textEl("span", `av-tok${i === ex.center ? " av-center" : ""}`, displayToken(token, 40));
+      span.style.background = activationColor(ex.acts[i], max);
+      span.title = `activation ${fixed(ex.acts[i], 3)}`;
+      line.append(span);
+    });
+    box.append(line);
+  }
+  return box;
+}
+
+function render({ model, el: host }) {
+  let decoded = null;
+  let decodedFrom = null;
+  let decodeError = "";
+
+  const viewSelect = el("select", "", { "data-testid": "view", "aria-label": "pattern shown" });
+  const mapSelect = el("select", "", { "data-testid": "map", "aria-label": "reconstruction decomposed" });
+  const contrast = createCheckbox("contrast", "contrast", "scale colours to the largest weight outside the first column");
+  const frame = createFrame(model, {
+    testid: "pair-explorer",
+    extraControls: [textEl("span", "", "show:"), viewSelect, textEl("span", "", "explain:"), mapSelect, contrast.node],
+    hasData: () => decoded !== null,
+    localError: () => decodeError,
+    statusText,
+  });
+  const { root, body } = frame;
+  const tooltip = createTooltip(root);
+  const about = el("div", "av-note", { "data-testid": "dictionary" });
+  root.insertBefore(about, body);
+  const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
+  const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
+
+  const panel = createPanel({
+    testid: "heatmap",
+    px: HEATMAP_PX,
+    onHover(cell, event) {
+      panel.highlight(cell);
+      const s = slice();
+      const value = s ? s[cell.row * decoded.shape[2] + cell.col] : NaN;
+      const lines = describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor());
+      if (value === value) lines.push("click: split its score into feature pairs");
+      tooltip.show(lines, event, cell);
+    },
+    onLeave() {
+      panel.highlight(null);
+      tooltip.hide();
+    },
+    onClick(cell) {
+      const s = slice();
+      if (!s || s[cell.row * decoded.shape[2] + cell.col] !== s[cell.row * decoded.shape[2] + cell.col]) return;
+      if (frame.isStatic) return;
+      panel.select(cell);
+      frame.request({ clicked: [cell.row, cell.col] });
+    },
+  });
+  const hint = textEl("div", "av-note", "Click a cell of the heatmap to explain its score.", { "data-testid": "hint" });
+  const decomposition = el("div", "", { "data-testid": "decomposition" });
+  const feature = el("div", "", { "data-testid": "feature" });
+  const left = el("div");
+  left.append(thumbs);
+  const middle = el("div");
+  middle.append(panel.node);
+  const right = el("div");
+  right.style.maxWidth = "760px";
+  right.append(hint, decomposition, feature);
+  body.append(left, middle, right);
+  host.replaceChildren(root);
+
+  function statusText() {
+    const n = (model.get("tokens") ?? []).length;
+    const parts = [`layer ${model.get("layer")}`, `head ${selectedHead()}`, `${n} token${n === 1 ? "" : "s"}`];
+    if (factor() > 1) parts.push(`shown in ${factor()}×${factor()} blocks (a click explains the block's strongest cell)`);
+    return parts.join(" · ");
+  }
+
+  function ensureDecoded() {
+    const message = model.get("panels");
+    if (message === decodedFrom) return;
+    decodedFrom = message;
+    decodeError = "";
+    try {
+      decoded = decodePanels(message);
+    } catch (err) {
+      decoded = null;
+      decodeError = `attnviz: cannot show these patterns: ${err.message}`;
+    }
+  }
+
+  function selectedHead() {
+    const heads = decoded ? decoded.shape[0] : Number(model.get("n_heads") ?? 1);
+    return Math.min(Math.max(0, Number(model.get("head") ?? 0)), Math.max(0, heads - 1));
+  }
+
+  function viewKey() {
+    const v = model.get("view") ?? "transcoder";
+    return decoded?.data[v] ? v : "transcoder";
+  }
+
+  function slice(h = selectedHead(), key = viewKey()) {
+    const data = decoded?.data[key];
+    return data ? headSlice(data, decoded.shape, h) : null;
+  }
+
+  function renderControls() {
+    const hasMasked = Boolean(model.get("has_masked"));
+    const fill = (select, options, value) => {
+      const want = options.filter(([k]) => hasMasked || k !== "masked");
+      if (Array.from(select.options, (o) => o.value).join() !== want.map(([k]) => k).join()) {
+        select.replaceChildren(...want.map(([k, text]) => textEl("option", "", text, { value: k })));
+      }
+      if (want.some(([k]) => k === value)) select.value = value;
+    };
+    fill(viewSelect, VIEWS, model.get("view"));
+    fill(mapSelect, MAPS, model.get("map"));
+    about.textContent = model.get("dictionary") ?? "";
+  }
+
+  function renderThumbnails() {
+    if (!decoded) {
+      thumbs.replaceChildren();
+      return;
+    }
+    const [heads, rows, cols] = decoded.shape;
+    const kl = model.get("kl") ?? {};
+    renderThumbs(thumbs, heads, {
+      draw(canvas, h) {
+        const s = slice(h);
+        const vmax = colorMax(s, rows, cols, contrast.box.checked);
+        drawPixels(canvas, () => patternPixels(s, rows, cols, vmax), rows, cols, THUMB_PX / Math.max(rows, cols, 1));
+      },
+      caption: (h) => thumbCaption(h, kl),
+      onSelect(h) {
+        if (h === selectedHead()) return;
+        if (model.get("decomposition")?.dest !== undefined) frame.request({ head: h });
+        else {
+          model.set("head", h);
+          model.save_changes();
+        }
+      },
+    });
+    thumbs.style.gridTemplateColumns = "repeat(3, auto)";
+  }
+
+  function renderHeatmap() {
+    const head = selectedHead();
+    root.dataset.head = String(head);
+    markThumb(thumbs, head);
+    if (!decoded) {
+      panel.clear();
+      return;
+    }
+    const [, rows, cols] = decoded.shape;
+    const s = slice();
+    const vmax = colorMax(s, rows, cols, contrast.box.checked);
+    panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
+    const d = model.get("decomposition") ?? {};
+    panel.select(d.dest === undefined ? null : displayCell(d.dest, d.src, factor()));
+  }
+
+  function onFeature(side, index) {
+    frame.request({ feature: { side, index } });
+  }
+
+  function renderDecomposition() {
+    const d = model.get("decomposition") ?? {};
+    decomposition.replaceChildren();
+    hint.style.display = d.rows ? "none" : "";
+    if (!d.rows) return;
+    const tokens = model.get("tokens") ?? [];
+    const mapName = d.kind === "masked" ? "masked pair map" : "transcoder";
+    decomposition.append(
+      textEl("div", "av-panel-title", `head ${d.head} · destination ${d.dest} "${displayToken(tokens[d.dest] ?? d.dest_token, 24)}" ← source ${d.src} "${displayToken(tokens[d.src] ?? d.src_token, 24)}"`),
+      textEl("div", "", `score of the ${mapName}: `, { "data-testid": "score-line" }),
+      textEl("div", "av-axis-title", `attention weight: ${mapName} ${fixed(d.weight, 4)} · model ${fixed(d.true_weight, 4)}. Score = q̂·k̂ / √d_head before the softmax; each pair term is f_q × f_k × mask × map weight.`),
+    );
+    const scoreValue = textEl("b", "", formatSigned(d.score, 4), { "data-testid": "score", "data-value": String(d.score) });
+    decomposition.children[1].append(scoreValue);
+    decomposition.append(decompositionTable(d, model.get("feature_info"), onFeature));
+  }
+
+  function renderFeature() {
+    const info = model.get("feature_info") ?? {};
+    feature.replaceChildren();
+    if (info.index === undefined) return;
+    feature.append(featurePanel(info));
+  }
+
+  function renderAll() {
+    ensureDecoded();
+    frame.settled();
+    root.dataset.nTokens = String((model.get("tokens") ?? []).length);
+    renderControls();
+    renderThumbnails();
+    renderHeatmap();
+    if (decoded) panel.setLabels(model.get("tokens") ?? [], factor());
+    renderDecomposition();
+    renderFeature();
+    tooltip.hide();
+    frame.renderStatus();
+  }
+
+  viewSelect.addEventListener("change", () => {
+    model.set("view", viewSelect.value);
+    model.save_changes();
+  });
+  mapSelect.addEventListener("change", () => frame.request({ map: mapSelect.value }));
+  contrast.box.addEventListener("change", () => {
+    renderThumbnails();
+    renderHeatmap();
+  });
+
+  const scheduleAll = batched(renderAll);
+  const stop = listen(model, {
+    "change:panels": scheduleAll,
+    "change:tokens": scheduleAll,
+    "change:downsampled": scheduleAll,
+    "change:kl": scheduleAll,
+    "change:has_masked": scheduleAll,
+    "change:dictionary": renderControls,
+    "change:view": () => {
+      renderControls();
+      renderThumbnails();
+      renderHeatmap();
+    },
+    "change:map": renderControls,
+    "change:head": () => {
+      renderHeatmap();
+      frame.renderStatus();
+    },
+    "change:decomposition": () => {
+      frame.settled();
+      renderHeatmap();
+      renderDecomposition();
+      frame.renderStatus();
+    },
+    "change:feature_info": () => {
+      frame.settled();
+      renderDecomposition();
+      renderFeature();
+      frame.renderStatus();
+    },
+  });
+  renderAll();
+
+  return () => {
+    stop();
+    frame.dispose();
+  };
+}
+
+export default { render };

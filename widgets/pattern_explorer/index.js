@@ -1,0 +1,272 @@
+// PatternExplorer (attnviz/widgets/pattern_explorer.py): the model's attention pattern beside its
+// QK-dictionary reconstructions, for the selected head, with every head's KL in the thumbnails.
+//
+// Traits read: prompt, layer, layers, head, tokens, downsampled, error, busy, dictionary,
+// has_masked, kl ({transcoder: [per head], masked: [per head]}), panels ({true, transcoder,
+// masked, diff_transcoder, diff_masked}: [heads, dest, src] wire arrays, future cells masked).
+// Traits written: prompt, layer (recomputed in the kernel), head (front-end only).
+
+import {
+  batched,
+  createCheckbox,
+  createFrame,
+  createLegend,
+  createPanel,
+  createTooltip,
+  el,
+  listen,
+  markThumb,
+  renderThumbs,
+  textEl,
+} from "../shared/dom.js";
+import { drawPixels } from "../shared/heatmap.js";
+import {
+  absMax,
+  colorMax,
+  decodePanels,
+  differencePixels,
+  FUTURE_COLOR,
+  formatKl,
+  headSlice,
+  patternPixels,
+  thumbCaption,
+} from "../shared/patterns.js";
+
+export { decodePanels, formatKl, thumbCaption } from "../shared/patterns.js";
+import { cellTokens, formatSigned, formatValue } from "../shared/tokens.js";
+
+/** Side of a head's thumbnail, in CSS pixels. */
+export const THUMB_PX = 64;
+/** Longest side of each of the four heatmaps, in CSS pixels. */
+export const PANEL_PX = 300;
+
+/** The panels drawn, in order: [trait key, title]. The difference's key follows the selector. */
+export const PANELS = [
+  ["true", "model"],
+  ["transcoder", "transcoder q̂·k̂"],
+  ["masked", "masked pair map"],
+  ["diff", "difference"],
+];
+
+/** The tooltip of a cell: its two tokens and the three values (and the difference shown). */
+export function describeCells(tokens, row, col, values, factor = 1, diffOf = "transcoder") {
+  const lines = cellTokens(tokens, row, col, factor);
+  if (values.true !== values.true) return [...lines, "masked: a token never sees later tokens"];
+  const suffix = factor > 1 ? `   (max over a ${factor}×${factor} block)` : "";
+  lines.push(`model       ${formatValue(values.true)}${suffix}`);
+  lines.push(`transcoder  ${formatValue(values.transcoder)}`);
+  if (values.masked !== undefined) lines.push(`masked map  ${formatValue(values.masked)}`);
+  if (values.diff !== undefined) lines.push(`${diffOf} − model  ${formatSigned(values.diff)}`);
+  return lines;
+}
+
+function render({ model, el: host }) {
+  let decoded = null; // { shape, data: { true, transcoder, ... } }
+  let decodedFrom = null;
+  let decodeError = "";
+
+  const diffSelect = el("select", "av-diff", { "data-testid": "diff-of", "aria-label": "difference of" });
+  const contrast = createCheckbox("contrast", "contrast", "scale colours to the largest weight outside the first column");
+  const frame = createFrame(model, {
+    testid: "pattern-explorer",
+    extraControls: [textEl("span", "", "difference:"), diffSelect, contrast.node],
+    hasData: () => decoded !== null,
+    localError: () => decodeError,
+    statusText,
+  });
+  const { root, body } = frame;
+  const tooltip = createTooltip(root);
+  const about = el("div", "av-note", { "data-testid": "dictionary" });
+  root.insertBefore(about, body);
+
+  const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
+  const klLine = el("div", "av-axis-title", { "data-testid": "kl-line" });
+  const row = el("div", "av-panels");
+  const panels = {};
+  for (const [key, title] of PANELS) {
+    panels[key] = createPanel({
+      testid: `panel-${key}`,
+      title,
+      px: PANEL_PX,
+      yLabels: key === "true",
+      onHover: (cell, event) => hover(cell, event),
+      onLeave: hideHover,
+    });
+    row.append(panels[key].node);
+  }
+  const legendAttention = createLegend({
+    title: "attention",
+    swatches: [{ color: FUTURE_COLOR, text: "future token (masked)" }],
+  });
+  const legendDiff = createLegend({ title: "difference", scale: "diverging", lo: "−", hi: "+" });
+  const legends = el("div", "av-controls");
+  legends.append(legendAttention.node, legendDiff.node);
+  const main = el("div", "av-main");
+  main.append(klLine, row, legends);
+  body.append(thumbs, main);
+  host.replaceChildren(root);
+
+  const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
+  const diffOf = () => (diffSelect.value === "masked" && model.get("has_masked") ? "masked" : "transcoder");
+
+  function statusText() {
+    const n = (model.get("tokens") ?? []).length;
+    const parts = [`layer ${model.get("layer")}`, `head ${selectedHead()}`, `${n} token${n === 1 ? "" : "s"}`];
+    if (factor() > 1) parts.push(`shown in ${factor()}×${factor()} blocks (max-pooled)`);
+    return parts.join(" · ");
+  }
+
+  function ensureDecoded() {
+    const message = model.get("panels");
+    if (message === decodedFrom) return;
+    decodedFrom = message;
+    decodeError = "";
+    try {
+      decoded = decodePanels(message);
+    } catch (err) {
+      decoded = null;
+      decodeError = `attnviz: cannot show these patterns: ${err.message}`;
+    }
+  }
+
+  function selectedHead() {
+    const heads = decoded ? decoded.shape[0] : Number(model.get("n_heads") ?? 1);
+    const h = Number(model.get("head") ?? 0);
+    return Math.min(Math.max(0, h), Math.max(0, heads - 1));
+  }
+
+  function slice(key, h = selectedHead()) {
+    const data = decoded?.data[key === "diff" ? `diff_${diffOf()}` : key];
+    return data ? headSlice(data, decoded.shape, h) : null;
+  }
+
+  function renderControls() {
+    const hasMasked = Boolean(model.get("has_masked"));
+    const want = hasMasked ? ["transcoder", "masked"] : ["transcoder"];
+    if (Array.from(diffSelect.options, (o) => o.value).join() !== want.join()) {
+      const keep = diffSelect.value;
+      diffSelect.replaceChildren(...want.map((k) => textEl("option", "", `${k === "masked" ? "masked map" : k} − model`, { value: k })));
+      if (want.includes(keep)) diffSelect.value = keep;
+    }
+    about.textContent = model.get("dictionary") ?? "";
+  }
+
+  function renderThumbnails() {
+    if (!decoded) {
+      thumbs.replaceChildren();
+      return;
+    }
+    const [heads, rows, cols] = decoded.shape;
+    const kl = model.get("kl") ?? {};
+    renderThumbs(thumbs, heads, {
+      draw(canvas, h) {
+        const s = slice("true", h);
+        const vmax = colorMax(s, rows, cols, contrast.box.checked);
+        drawPixels(canvas, () => patternPixels(s, rows, cols, vmax), rows, cols, THUMB_PX / Math.max(rows, cols, 1));
+        canvas.title = `head ${h}: the model's pattern; KL of the transcoder ${formatKl(kl.transcoder?.[h])}`;
+      },
+      caption: (h) => thumbCaption(h, kl),
+      onSelect(h) {
+        model.set("head", h);
+        model.save_changes();
+      },
+    });
+  }
+
+  function renderPanels() {
+    const head = selectedHead();
+    root.dataset.head = String(head);
+    markThumb(thumbs, head);
+    const kl = model.get("kl") ?? {};
+    const masked = kl.masked ? ` · KL(model ‖ masked map) ${formatKl(kl.masked[head])}` : "";
+    klLine.textContent = decoded
+      ? `head ${head}: KL(model ‖ transcoder) ${formatKl(kl.transcoder?.[head])}${masked}  (mean over destination rows, nats)`
+      : "";
+    if (!decoded) {
+      for (const panel of Object.values(panels)) panel.clear();
+      return;
+    }
+    const [, rows, cols] = decoded.shape;
+    const vmax = colorMax(slice("true"), rows, cols, contrast.box.checked);
+    for (const [key] of PANELS) {
+      const panel = panels[key];
+      const s = slice(key);
+      panel.node.style.display = s ? "" : "none";
+      if (!s) continue;
+      if (key === "diff") {
+        const bound = absMax(s) || 1;
+        panel.draw(() => differencePixels(s, rows, cols, bound), rows, cols);
+        legendDiff.setRange(formatSigned(-bound), formatSigned(bound));
+      } else {
+        panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
+      }
+    }
+    legendAttention.setRange("0", vmax === 1 ? "1" : formatValue(vmax));
+    root.dataset.painted = String(performance.now());
+  }
+
+  function renderLabels() {
+    const tokens = model.get("tokens") ?? [];
+    for (const panel of Object.values(panels)) if (decoded) panel.setLabels(tokens, factor());
+  }
+
+  function hover(cell, event) {
+    if (!decoded) return;
+    const cols = decoded.shape[2];
+    const i = cell.row * cols + cell.col;
+    const values = {};
+    for (const key of ["true", "transcoder", "masked", "diff"]) {
+      const s = slice(key);
+      if (s) values[key] = s[i];
+    }
+    for (const panel of Object.values(panels)) panel.highlight(cell);
+    const lines = describeCells(model.get("tokens") ?? [], cell.row, cell.col, values, factor(), diffOf() === "masked" ? "masked map" : "transcoder");
+    tooltip.show(lines, event, cell);
+  }
+
+  function hideHover() {
+    for (const panel of Object.values(panels)) panel.highlight(null);
+    tooltip.hide();
+  }
+
+  function renderAll() {
+    ensureDecoded();
+    frame.settled();
+    root.dataset.nTokens = String((model.get("tokens") ?? []).length);
+    renderControls();
+    renderThumbnails();
+    renderPanels();
+    renderLabels();
+    hideHover();
+    frame.renderStatus();
+  }
+
+  contrast.box.addEventListener("change", () => {
+    renderThumbnails();
+    renderPanels();
+  });
+  diffSelect.addEventListener("change", renderPanels);
+
+  const scheduleAll = batched(renderAll);
+  const stop = listen(model, {
+    "change:panels": scheduleAll,
+    "change:tokens": scheduleAll,
+    "change:downsampled": scheduleAll,
+    "change:kl": scheduleAll,
+    "change:has_masked": scheduleAll,
+    "change:dictionary": renderControls,
+    "change:head": () => {
+      hideHover();
+      renderPanels();
+      frame.renderStatus();
+    },
+  });
+  renderAll();
+
+  return () => {
+    stop();
+    frame.dispose();
+  };
+}
+
+export default { render };

@@ -1,0 +1,96 @@
+// Attention patterns as the widgets receive them: decoded [heads, dest, src] arrays with future
+// cells NaN. Pure helpers (no DOM) for slicing heads and turning them into pixels.
+
+import { decodeArray } from "./arrays.js";
+import { colorize, divergingColorize } from "./heatmap.js";
+
+/**
+ * RGB of future cells (masked: a token never attends to later ones). Quieter than the shared
+ * MASK_COLOR because it fills half of every causal picture; still off the colour scales.
+ */
+export const FUTURE_COLOR = [222, 227, 235];
+
+function paintFuture(pixels, data, n) {
+  for (let i = 0; i < n; i++) {
+    if (data[i] !== data[i]) pixels.set(FUTURE_COLOR, i * 4);
+  }
+  return pixels;
+}
+
+/**
+ * RGBA pixels of a rows x cols pattern: the shared colour scale from 0 to `vmax`,
+ * FUTURE_COLOR where a cell is NaN (masked).
+ */
+export function patternPixels(data, rows, cols, vmax = 1) {
+  return paintFuture(colorize(data, rows, cols, { vmin: 0, vmax }), data, rows * cols);
+}
+
+/** RGBA pixels of a signed difference: blue below 0, white at 0, red above, ±bound the ends. */
+export function differencePixels(data, rows, cols, bound) {
+  return paintFuture(divergingColorize(data, rows, cols, bound), data, rows * cols);
+}
+
+/** Largest |value| of a slice (NaN skipped); 0 for an empty or all-masked slice. */
+export function absMax(slice) {
+  let max = 0;
+  for (let i = 0; i < slice.length; i++) {
+    const v = Math.abs(slice[i]);
+    if (v > max) max = v;
+  }
+  return max;
+}
+
+/**
+ * The top of the colour scale for one head: 1 (weights are probabilities), or with
+ * `skipFirst` the largest weight outside the first column, so that heads that park most of
+ * their attention on the first token (an "attention sink") still show where the rest goes.
+ */
+export function colorMax(slice, rows, cols, skipFirst = false) {
+  if (!skipFirst) return 1;
+  let max = 0;
+  for (let i = 0; i < rows; i++) {
+    for (let j = 1; j < cols; j++) {
+      const v = slice[i * cols + j];
+      if (v > max) max = v;
+    }
+  }
+  return max > 0 ? max : 1;
+}
+
+/** The rows x cols slice of head `h` of a decoded [heads, rows, cols] array (a view). */
+export function headSlice(data, shape, h) {
+  if (shape.length !== 3) throw new RangeError(`expected [heads, dest, src], got [${shape.join(", ")}]`);
+  const [heads, rows, cols] = shape;
+  if (!(h >= 0 && h < heads)) throw new RangeError(`head ${h} is not in 0-${heads - 1}`);
+  return data.subarray(h * rows * cols, (h + 1) * rows * cols);
+}
+
+/** A KL value as text: three decimals, "–" when missing. */
+export function formatKl(v) {
+  return typeof v === "number" && Number.isFinite(v) ? v.toFixed(3) : "–";
+}
+
+/** Caption of head h's thumbnail: its name and KL of each reconstruction. */
+export function thumbCaption(h, kl) {
+  const t = kl?.transcoder?.[h];
+  const m = kl?.masked?.[h];
+  const parts = [`KL ${formatKl(t)}`];
+  if (m !== undefined) parts.push(formatKl(m));
+  return `head ${h}\n${parts.join(" · ")}`;
+}
+
+/** Decode every wire array of `panels` that has a shape; throws on a bad one. */
+export function decodePanels(panels) {
+  const out = {};
+  let shape = null;
+  for (const [key, message] of Object.entries(panels ?? {})) {
+    if (!message || !message.shape) continue;
+    const decoded = decodeArray(message);
+    if (decoded.shape.length !== 3) throw new RangeError(`${key}: expected [heads, dest, src], got [${decoded.shape.join(", ")}]`);
+    if (shape && decoded.shape.join() !== shape.join()) throw new RangeError(`${key} has shape [${decoded.shape.join(", ")}], not [${shape.join(", ")}]`);
+    shape = decoded.shape;
+    out[key] = decoded.data;
+  }
+  return shape ? { shape, data: out } : null;
+}
+

@@ -1,0 +1,120 @@
+// Token text and heatmap geometry, shared by every attnviz widget. Pure functions (no DOM), so
+// they run under node --test. Token text is only ever returned as plain strings: callers put it
+// into the page through textContent or `title`, never as HTML.
+
+/** Longest side of a large heatmap, in CSS pixels. */
+export const HEATMAP_PX = 480;
+/** Largest cell of a heatmap (short prompts), in CSS pixels. */
+export const MAX_CELL_PX = 26;
+/** Labels are at least this far apart; denser axes label every k-th token. */
+export const LABEL_MIN_PX = 13;
+
+/** Token text made visible: newlines and tabs as symbols, cut to `maxChars` with an ellipsis. */
+export function displayToken(token, maxChars = 14) {
+  let s = String(token ?? "")
+    .replace(/\r\n|\r|\n/g, "↵")
+    .replace(/\t/g, "⇥");
+  if (s.length === 0) return "∅";
+  if (s.trim().length === 0) s = s.replace(/ /g, "·");
+  const chars = Array.from(s); // code points, not UTF-16 halves
+  return chars.length > maxChars ? `${chars.slice(0, maxChars - 1).join("")}…` : s;
+}
+
+/** CSS pixels per cell of an n x n heatmap: whole pixels when cells are big, else fractional. */
+export function cellSize(n, maxPx = HEATMAP_PX, maxCell = MAX_CELL_PX) {
+  if (n <= 0) return maxCell;
+  const px = Math.min(maxCell, maxPx / n);
+  return px >= 4 ? Math.floor(px) : px;
+}
+
+/** Label every `stride`-th cell so that labels sit at least `minPx` apart. */
+export function labelStride(cellPx, minPx = LABEL_MIN_PX) {
+  return Math.max(1, Math.ceil(minPx / cellPx - 1e-9));
+}
+
+/** The cell under a point (x, y) of a width x height box drawn as rows x cols; null outside. */
+export function cellAt(x, y, width, height, rows, cols) {
+  if (!(width > 0 && height > 0) || x < 0 || y < 0 || x >= width || y >= height) return null;
+  const row = Math.min(rows - 1, Math.floor((y / height) * rows));
+  const col = Math.min(cols - 1, Math.floor((x / width) * cols));
+  return row >= 0 && col >= 0 ? { row, col } : null;
+}
+
+/** Tokens [start, end) covered by cell `index` when cells are blocks of `factor` tokens. */
+export function blockTokens(index, factor, nTokens) {
+  const start = index * factor;
+  return { start, end: Math.min(nTokens, start + factor) };
+}
+
+/**
+ * Label text and full title of cell `index` of an axis. When not every token gets a label
+ * (pooled blocks, or `sparse`: only every k-th cell is labelled) the text starts with the
+ * token's position, so the reader knows where on the axis they are.
+ */
+export function cellLabel(tokens, index, factor = 1, sparse = false) {
+  const { start, end } = blockTokens(index, factor, tokens.length);
+  if (factor <= 1) {
+    const text = sparse ? `${index}: ${displayToken(tokens[index], 10)}` : displayToken(tokens[index]);
+    return { text, title: `${index}: ${tokens[index] ?? ""}` };
+  }
+  const joined = tokens.slice(start, end).join("");
+  const title = `${start}–${end - 1}: ${joined.length > 200 ? `${joined.slice(0, 199)}…` : joined}`;
+  return { text: `${start}: ${displayToken(tokens[start], 8)}`, title };
+}
+
+/** The labelled cells of an axis of `nCells` cells: [{ index, text, title }]. */
+export function axisLabels(tokens, nCells, factor = 1, stride = 1) {
+  const out = [];
+  for (let i = 0; i < nCells; i += stride) out.push({ index: i, ...cellLabel(tokens, i, factor, stride > 1) });
+  return out;
+}
+
+/** An attention weight as text: three decimals, or "<0.001" for tiny non-zero weights. */
+export function formatValue(v) {
+  if (v !== v) return "masked";
+  if (v > 0 && v < 0.0005) return "<0.001";
+  return v.toFixed(3);
+}
+
+/** A signed number as text with its sign: "+0.012", "−0.340". */
+export function formatSigned(v, digits = 3) {
+  if (v === null || v === undefined || v !== v) return "–";
+  const s = Math.abs(v).toFixed(digits);
+  if (Number(s) === 0) return s;
+  return `${v < 0 ? "−" : "+"}${s}`;
+}
+
+/** Position text of cell `index`: "7", or "16–23" for a pooled block. */
+export function positionText(index, factor, nTokens) {
+  if (factor <= 1) return `${index}`;
+  const { start, end } = blockTokens(index, factor, nTokens);
+  return `${start}–${end - 1}`;
+}
+
+/** "destination 5: " Mary"" style lines naming a cell's two tokens (row = destination). */
+export function cellTokens(tokens, row, col, factor = 1) {
+  const quote = (i) => {
+    const { start, end } = blockTokens(i, factor, tokens.length);
+    const text = `"${displayToken(tokens[start], 24)}"`;
+    return end - start > 1 ? `${text} …` : text;
+  };
+  const n = tokens.length;
+  return [
+    `destination ${positionText(row, factor, n)}: ${quote(row)}`,
+    `source ${positionText(col, factor, n)}: ${quote(col)}`,
+  ];
+}
+
+/**
+ * The tooltip of a cell: three lines (destination token, source token, value). Destination
+ * is the row (the query, the token that attends), source the column (the key).
+ */
+export function describeCell(tokens, row, col, value, factor = 1) {
+  const masked = value !== value;
+  return [
+    ...cellTokens(tokens, row, col, factor),
+    masked
+      ? "masked: a token never sees later tokens"
+      : `attention ${formatValue(value)}${factor > 1 ? ` (max over a ${factor}×${factor} block)` : ""}`,
+  ];
+}
