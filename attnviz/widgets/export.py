@@ -40,7 +40,9 @@ class ExportError(AttnvizError):
 def widget_state(widget: PromptWidget) -> dict[str, Any]:
     """The widget's own synced traits (not anywidget's or ipywidgets' plumbing), JSON-safe:
     bytes become {"$bytes": base64}."""
+    # anywidget adds its own private traits (_esm, _css, ...) to a subclass made per instance.
     own = set(type(widget).class_traits(sync=True)) - set(anywidget.AnyWidget.class_traits())
+    own = {name for name in own if not name.startswith("_")}
 
     def safe(value: Any) -> Any:
         if isinstance(value, (bytes, bytearray, memoryview)):

@@ -34,11 +34,12 @@ def dictionaries_by_layer(model: ModelAdapter, qk: QKInput) -> dict[int, QKDicti
         return {r["layer"]: load_pretrained_qk(name, r["layer"]) for r in rows}
     if isinstance(qk, QKDictionary):
         return {qk.cfg.layer: qk}
-    items = list(qk.items()) if isinstance(qk, Mapping) else [(d.cfg.layer, d) for d in qk]
+    items = list(qk.items()) if isinstance(qk, Mapping) else [(None, d) for d in qk]
     out: dict[int, QKDictionary] = {}
     for layer, d in items:
         if not isinstance(d, QKDictionary):
             raise TypeError(f"qk must hold QKDictionary objects, got {type(d).__name__}")
+        layer = d.cfg.layer if layer is None else layer
         if int(layer) != d.cfg.layer:
             raise ValueError(
                 f"the dictionary given for layer {layer} was trained on layer {d.cfg.layer}"
