@@ -275,8 +275,10 @@ def test_array_probe_uses_the_bundle(monkeypatch, tmp_path):
 
 @needs_node
 def test_node_unit_tests():
-    files = sorted(str(p) for p in (WIDGETS / "shared").glob("*.test.js"))
-    assert files, "no widgets/shared/*.test.js"
+    files = sorted(str(p) for p in WIDGETS.glob("*/*.test.js") if "node_modules" not in p.parts)
+    folders = {Path(f).parent.name for f in files}
+    # every widget and the shared library have their tests
+    assert {"shared", "attention_view", "pattern_explorer", "pair_explorer"} <= folders, folders
     run = subprocess.run(
         [NODE, "--test", *files], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

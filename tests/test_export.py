@@ -22,11 +22,15 @@ XSS = "</script><img src=x onerror=alert(1)> & <!-- <script>alert(2)</script>"
 
 @pytest.fixture(scope="module")
 def view(tiny_llama_adapter):
-    return PatternExplorer(tiny_llama_adapter, f"Hello {XSS} world", qk=make_qk(tiny_llama_adapter.spec))
+    return PatternExplorer(
+        tiny_llama_adapter, f"Hello {XSS} world", qk=make_qk(tiny_llama_adapter.spec)
+    )
 
 
 def scripts(doc: str) -> dict[str, str]:
-    return dict(re.findall(r'<script type="application/json" id="([\w-]+)">(.*?)</script>', doc, re.S))
+    return dict(
+        re.findall(r'<script type="application/json" id="([\w-]+)">(.*?)</script>', doc, re.S)
+    )
 
 
 def test_state_round_trips_with_binary_arrays(view):

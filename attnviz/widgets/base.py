@@ -58,9 +58,12 @@ def pool_signed(diff: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     (with its sign), so a block with one big negative cell does not read as zero."""
     if factor <= 1:
         return pool_blocks(diff, 1)
-    high, mask = pool_blocks(diff, factor)
-    low = -pool_blocks(-diff, factor)[0]
-    return torch.where(low.abs() > high.abs(), low, high), mask
+    signed, _ = _causal_blocks(diff, factor)
+    size = signed.shape[-1]
+    magnitude = signed.abs().nan_to_num(posinf=-1.0)  # future cells (-inf) lose to any real one
+    _, where = F.max_pool2d(magnitude[None], kernel_size=factor, stride=factor, return_indices=True)
+    pooled = signed.reshape(-1, size * size).gather(1, where[0].flatten(1)).view_as(where[0])
+    return pooled, torch.isinf(pooled)
 
 
 class PromptWidget(anywidget.AnyWidget):

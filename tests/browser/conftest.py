@@ -13,9 +13,11 @@ browser download does not work here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +33,7 @@ from typing import Any
 import nbformat
 import pytest
 
+TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -225,3 +228,53 @@ def page(browser: Any) -> Iterator[Any]:
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS
+
+
+def run_all_cells(lab: Lab, page: Any, notebook: Path | str, screenshots: Path) -> list[str]:
+    """Open a notebook in JupyterLab (a file is copied into the server's root first; a name must
+    already be there), wait for its kernel, and "Run All Cells". Returns the list page errors are
+    collected into from now on."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    name = notebook
+    if isinstance(notebook, Path):
+        shutil.copy(notebook, lab.root / notebook.name)
+        name = notebook.name
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(lab.notebook_url(str(name)))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
+    # Run only once the kernel is up: earlier, JupyterLab asks which kernel to start.
+    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+    with contextlib.suppress(PlaywrightTimeout):  # should it ask all the same, take its kernel
+        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=3_000)
+    return errors
+
+
+def wait_for_widget(page: Any, lab: Lab, testid: str, screenshots: Path, errors: list[str],
+                    timeout_ms: int = 300_000) -> Any:  # fmt: skip
+    """The widget `testid` once it has drawn its token labels; fails with the page errors, the
+    server log and a screenshot if it never does."""
+    root = page.get_by_test_id(testid)
+    try:
+        root.locator('[data-testid="token-label"]').first.wait_for(timeout=timeout_ms)
+    except Exception:
+        page.screenshot(path=str(screenshots / f"{testid}_never_appeared.png"))
+        raise AssertionError(
+            f"no {testid} after running the notebook; page errors: {errors}\n"
+            f"server log:\n{lab.log_tail()}"
+        ) from None
+    return root
+
+
+def notebook_finished(page: Any, timeout_ms: int = 600_000) -> None:
+    """Wait until no cell is queued or running (JupyterLab marks them with [*])."""
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')];
+            return prompts.length > 0 && prompts.every((p) => !p.textContent.includes('*'));
+        }""",
+        timeout=timeout_ms,
+    )

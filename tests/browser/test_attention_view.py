@@ -1,31 +1,25 @@
 """AttentionView in a real JupyterLab and a real browser (Debian chromium through Playwright).
 
-One notebook is opened and run once per module; the tests then drive the live widget in
+Tutorial 01 is opened and run once per module; the tests then drive the live widget in
 order (head thumbnails, hover, layer, new prompts, an XSS prompt, an empty prompt) and leave
 screenshots in tests/browser/screenshots/.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from tests.browser.conftest import TUTORIALS, notebook_finished, run_all_cells, wait_for_widget
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 NEW_PROMPT = "The quick brown fox jumps over the lazy dog"
 XSS = "<img src=x onerror=alert(1)>"
-CELL = (
-    "import attnviz\n"
-    "from attnviz.widgets.attention_view import AttentionView\n"
-    "model = attnviz.load_model()\n"
-    f"AttentionView(model, {PROMPT!r}, layer=3)"
-)
-NOTEBOOK = "attention_view.ipynb"
+TUTORIAL = TUTORIALS / "01_attention_patterns.ipynb"
 WIDGET_TIMEOUT_MS = 240_000  # kernel start + model load (10-15 s alone, more on a busy machine)
 RECOMPUTE_TIMEOUT_MS = 60_000
 
@@ -72,35 +66,25 @@ def shot(view: Any, screenshots: Path, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def view(lab, page, screenshots):
-    """The widget of the notebook's one cell, after "Run All Cells"."""
-    lab.write_notebook(NOTEBOOK, [CELL])
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(lab.notebook_url(NOTEBOOK))
-    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
-    # Run only once the kernel is up: earlier, JupyterLab asks which kernel to start.
-    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
-    kernel_dialog = page.locator(".jp-Dialog .jp-mod-accept")
-    with contextlib.suppress(PlaywrightTimeout):  # should it ask all the same, take its kernel
-        kernel_dialog.click(timeout=3_000)
-    root = page.get_by_test_id("attention-view")
-    try:
-        root.get_by_test_id("heatmap").wait_for(timeout=WIDGET_TIMEOUT_MS)
+def view(lab, page, screenshots, tiny_tokenizer):
+    """The AttentionView of tutorial 01, after "Run All Cells", set to layer 3 and PROMPT."""
+    errors = run_all_cells(lab, page, TUTORIAL, screenshots)
+    root = wait_for_widget(page, lab, "attention-view", screenshots, errors, WIDGET_TIMEOUT_MS)
+    notebook_finished(page)  # the kernel answers the widget between cells, so let them finish
+    page.screenshot(path=str(screenshots / "tutorial_01.png"), full_page=True)
+    page.attnviz_errors = errors
+    if root.get_by_test_id("layer").input_value() != "3":
+        root.get_by_test_id("layer").select_option("3")
         page.wait_for_function(
-            """() => document.querySelectorAll('[data-testid="token-label"]').length > 0""",
+            """() => document.querySelector('[data-testid="attention-view"] [data-testid="status"]')
+                .textContent.startsWith("layer 3 ·")""",
             timeout=RECOMPUTE_TIMEOUT_MS,
         )
-    except Exception:
-        page.screenshot(path=str(screenshots / "widget_never_appeared.png"))
-        raise AssertionError(
-            f"no AttentionView after running the notebook; page errors: {errors}\n"
-            f"server log:\n{lab.log_tail()}"
-        ) from None
-    page.attnviz_errors = errors
-    page.screenshot(path=str(screenshots / "notebook.png"))
+    submit_prompt(root, PROMPT)
+    wait_for_tokens(page, n_tokens(tiny_tokenizer, PROMPT))
+    root.get_by_test_id("thumb-0").click()
+    if root.get_by_test_id("contrast").is_checked():
+        root.get_by_test_id("contrast").uncheck()
     return root
 
 
@@ -269,6 +253,18 @@ def test_long_prompt_is_shown_in_blocks(view, tiny_tokenizer, screenshots):
     shot(view, screenshots, "long_prompt")
     submit_prompt(view, PROMPT)
     wait_for_tokens(view.page, n_tokens(tiny_tokenizer, PROMPT))
+
+
+def test_multiline_prompt_keeps_its_newlines(view, tiny_tokenizer):
+    text = "def f(x):\n    return x\n"
+    submit_prompt(view, text)
+    wait_for_tokens(view.page, n_tokens(tiny_tokenizer, text))
+    assert "".join(label_titles(view)) == "<|endoftext|>" + text
+    assert view.get_by_test_id("prompt").input_value() == text
+    # pressing Enter again on the same text sends nothing: the kernel already has it
+    view.get_by_test_id("prompt").press("End")
+    view.get_by_test_id("prompt").press("Enter")
+    assert view.get_attribute("data-busy") == "false"
 
 
 def test_no_dialogs_and_no_page_errors_from_the_widget(view):

@@ -21,7 +21,9 @@ XSS = "<img src=x onerror=alert(1)><script>alert(2)</script> When Mary and John 
 def exported(smollm2, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("exports")
     pairs = PairExplorer(smollm2, XSS, layer=3, cell=(20, 17))
-    pairs.show_feature("q", next(r["q_feature"] for r in pairs.decomposition["rows"] if r["q_feature"]))
+    pairs.show_feature(
+        "q", next(r["q_feature"] for r in pairs.decomposition["rows"] if r["q_feature"])
+    )
     widgets = {
         "attention_view": AttentionView(smollm2, XSS, layer=3, head=2),
         "pattern_explorer": PatternExplorer(smollm2, XSS, layer=3),
@@ -67,7 +69,10 @@ def pixels(root: Any, testid: str) -> str:
 
 def assert_clean(page: Any, root: Any) -> None:
     assert page.requests == [] and page.problems == [] and page.dialogs == []
-    assert page.locator('img[src="x"]').count() == 0 and page.locator("#attnviz-root script").count() == 0
+    assert (
+        page.locator('img[src="x"]').count() == 0
+        and page.locator("#attnviz-root script").count() == 0
+    )
     assert root.get_by_test_id("static-note").is_visible()
     assert root.get_by_test_id("prompt").is_disabled()
     assert root.get_by_test_id("prompt").input_value() == XSS
@@ -105,7 +110,11 @@ def test_pattern_explorer_export(offline_page, exported, screenshots):
     before = pixels(root, "panel-masked")
     root.get_by_test_id("thumb-7").click()
     assert pixels(root, "panel-masked") != before
-    assert root.get_by_test_id("kl-line").text_content().startswith("head 7: KL(model ‖ transcoder) 0.")
+    assert (
+        root.get_by_test_id("kl-line")
+        .text_content()
+        .startswith("head 7: KL(model ‖ transcoder) 0.")
+    )
     box = root.get_by_test_id("panel-transcoder").bounding_box()
     cell = box["width"] / n
     page.mouse.move(box["x"] + 1.5 * cell, box["y"] + (n - 0.5) * cell)
@@ -124,7 +133,9 @@ def test_pair_explorer_export_keeps_its_decomposition(offline_page, exported, sc
         "rows => rows.map((r) => Number(r.dataset.contribution))"
     )
     assert len(terms) >= 4 and sum(terms) == pytest.approx(score, abs=1e-3)
-    assert root.get_by_test_id("total").text_content() == root.get_by_test_id("score").text_content()
+    assert (
+        root.get_by_test_id("total").text_content() == root.get_by_test_id("score").text_content()
+    )
     assert root.get_by_test_id("feature-panel").is_visible()
     assert root.locator('[data-testid="example"]').count() > 0
     root.screenshot(path=str(screenshots / "export_pair_explorer.png"))

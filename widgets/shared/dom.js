@@ -10,7 +10,8 @@ export const CSS = `
 .attnviz { position: relative; font: 12px/1.35 var(--jp-ui-font-family, system-ui, sans-serif);
   color: var(--jp-ui-font-color1, #222); padding: 4px 0; }
 .attnviz .av-controls { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; margin-bottom: 6px; }
-.attnviz input.av-prompt { flex: 1 1 320px; min-width: 200px; padding: 4px 6px; font: inherit;
+.attnviz textarea.av-prompt { flex: 1 1 320px; min-width: 200px; padding: 4px 6px; font: inherit;
+  resize: vertical; min-height: 1.6em; box-sizing: border-box;
   border: 1px solid var(--jp-border-color1, #bbb); border-radius: 3px;
   background: var(--jp-layout-color1, #fff); color: inherit; }
 .attnviz select, .attnviz button.av-go { font: inherit; padding: 3px 6px; }
@@ -96,10 +97,12 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
   const style = el("style");
   style.textContent = CSS;
   const controls = el("div", "av-controls");
-  const prompt = el("input", "av-prompt", {
-    type: "text",
+  // A textarea, not an <input>: an input drops the newlines of a multi-line prompt, and the
+  // kernel would then see different text. Enter recomputes; Shift+Enter starts a new line.
+  const prompt = el("textarea", "av-prompt", {
+    rows: "1",
     "data-testid": "prompt",
-    "aria-label": "prompt (Enter recomputes)",
+    "aria-label": "prompt (Enter recomputes, Shift+Enter for a new line)",
     placeholder: "type a prompt and press Enter",
     spellcheck: "false",
   });
@@ -169,7 +172,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     if (prompt.value !== (model.get("prompt") ?? "")) request({ prompt: prompt.value });
   }
   prompt.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       submitPrompt();
     }
