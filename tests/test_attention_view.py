@@ -112,6 +112,7 @@ def test_bad_input_sets_error_and_keeps_the_picture(smollm2, change, message):
         setattr(view, name, value)  # no exception: the widget shows it
     assert message in view.error
     assert view.tokens == tokens and view.patterns is patterns and view.busy is False
+    assert view.layer == 3  # the layer still on screen, not the one refused
     view.prompt, view.layer = "A fresh start", 2  # a good input clears the error
     assert view.error == "" and view.tokens[1] == "A"
 

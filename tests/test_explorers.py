@@ -72,9 +72,9 @@ def test_layers_without_dictionaries_and_bad_prompts_show_errors(tiny_llama_adap
     before = view.panels
     view.layer = 0
     assert "no QK dictionary for tiny-llama layer 0" in view.error and "--layer 0" in view.error
-    assert view.panels is before
-    view.layer = 1
-    assert view.error == ""
+    assert view.panels is before and view.layer == 1  # the layer on screen, message kept
+    view.prompt = TEXT + " too"  # a new prompt is not refused for the layer that failed
+    assert view.error == "" and view.layer == 1 and view.panels is not before
     view.prompt = ""
     assert "empty" in view.error
     nothing = PatternExplorer(tiny_llama_adapter, TEXT, qk=[])

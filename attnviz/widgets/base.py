@@ -164,6 +164,7 @@ class PromptWidget(anywidget.AnyWidget):
             tokens = self._model.to_str_tokens(ids[0])
         except AttnvizError as err:
             self.error = str(err)
+            self._back_to_shown_layer()
             return
         except Exception as err:
             self.error = f"attnviz: unexpected {type(err).__name__}: {err}"
@@ -175,6 +176,19 @@ class PromptWidget(anywidget.AnyWidget):
             for name, value in updates.items():
                 setattr(self, name, value)
             self.error = ""
+        self._shown_layer: int | None = layer
+
+    def _back_to_shown_layer(self) -> None:
+        """After a failed recomputation, `layer` names the layer still on screen again (the
+        message stays), so a later prompt is not refused for a layer that was never shown."""
+        shown = getattr(self, "_shown_layer", None)
+        if shown is None or shown == self.layer:
+            return
+        self._ready = False  # no recomputation: the picture already is of that layer
+        try:
+            self.layer = shown
+        finally:
+            self._ready = True
 
     def pool_factor(self, n: int) -> int:
         """Block size that brings an n-token pattern within ``max_size`` cells a side."""
