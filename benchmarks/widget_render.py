@@ -32,12 +32,11 @@ import contextlib
 import json
 import os
 import platform
-import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -352,59 +351,13 @@ LAB_DONE_JS = """
 
 
 @contextlib.contextmanager
-def jupyterlab():
-    """A JupyterLab server in a temp dir, started like tests/browser/conftest.py's `lab`."""
+def jupyterlab() -> Iterator[Any]:
+    """A JupyterLab server in a temp dir (tests/browser/lab.py, as the browser tests start it)."""
     sys.path.insert(0, str(REPO))
-    from tests.browser.conftest import LAB_SETTINGS, Lab, _stop, free_port
+    from tests.browser.lab import running_lab
 
-    with tempfile.TemporaryDirectory(prefix="attnviz-lab-") as tmp:
-        base = Path(tmp)
-        root = base / "root"
-        root.mkdir()
-        for rel, values in LAB_SETTINGS.items():
-            path = base / "settings" / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(values))
-        env = {
-            **os.environ,
-            "JUPYTER_CONFIG_DIR": str(base / "config"),
-            "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-            "JUPYTER_DATA_DIR": str(base / "data"),
-            "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
-            "IPYTHONDIR": str(base / "ipython"),
-            "PYTHONUNBUFFERED": "1",
-        }
-        port, token, log = free_port(), secrets.token_hex(16), base / "jupyterlab.log"
-        cmd = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
-        ]  # fmt: skip
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            cmd.append("--allow-root")
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-        lab = Lab(url=f"http://127.0.0.1:{port}", token=token, root=root, log=log, process=proc)
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"jupyter lab exited:\n{lab.log_tail()}")
-                try:
-                    lab.api("GET", "/api/status", timeout=2)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"jupyter lab did not start:\n{lab.log_tail()}"
-                        ) from None
-                    time.sleep(0.5)
-            yield lab
-        finally:
-            _stop(lab)
+    with tempfile.TemporaryDirectory(prefix="attnviz-lab-") as tmp, running_lab(Path(tmp)) as lab:
+        yield lab
 
 
 def lab_rows(browser: Any, first: str, texts: list[str], n: int) -> list[dict]:

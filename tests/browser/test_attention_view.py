@@ -130,6 +130,7 @@ def test_nine_thumbnails_and_clicking_one_changes_the_heatmap(view, screenshots)
 
 def test_hover_shows_source_destination_and_value(view, screenshots):
     n = labels(view, "src").count()
+    view.get_by_test_id("heatmap").scroll_into_view_if_needed()  # the mouse reaches the screen only
     box = view.get_by_test_id("heatmap").bounding_box()
     row, col = n - 1, 3  # the last token (" to") looking at " and"
     cell = box["width"] / n

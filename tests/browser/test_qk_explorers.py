@@ -39,6 +39,14 @@ def settle(root: Any, count: int | None = None) -> None:
     )
 
 
+def visible_box(root: Any, testid: str) -> dict[str, float]:
+    """The element's box in the viewport, scrolled into view first (the mouse only reaches
+    what is on screen, and JupyterLab scrolls the notebook inside its own panel)."""
+    target = root.get_by_test_id(testid)
+    target.scroll_into_view_if_needed()
+    return target.bounding_box()
+
+
 def submit(root: Any, text: str) -> None:
     box = root.get_by_test_id("prompt")
     box.fill(text)
@@ -90,7 +98,7 @@ def test_head_change_redraws_every_panel(widgets, screenshots):
 def test_hover_shows_both_tokens_and_three_values(widgets):
     root = widgets["pattern-explorer"]
     n = int(root.get_attribute("data-n-tokens"))
-    box = root.get_by_test_id("panel-masked").bounding_box()
+    box = visible_box(root, "panel-masked")
     cell = box["width"] / n
     root.page.mouse.move(box["x"] + 1.5 * cell, box["y"] + (n - 0.5) * cell)
     tip = root.get_by_test_id("tooltip")
@@ -117,7 +125,7 @@ def test_clicked_cell_contributions_add_up_to_the_score(widgets, screenshots):
     root = widgets["pair-explorer"]
     settle(root)
     n = int(root.get_attribute("data-n-tokens"))
-    box = root.get_by_test_id("heatmap").bounding_box()
+    box = visible_box(root, "heatmap")
     cell = box["width"] / n
     row, col = n - 2, 2
     root.page.mouse.click(box["x"] + (col + 0.5) * cell, box["y"] + (row + 0.5) * cell)

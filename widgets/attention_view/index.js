@@ -5,7 +5,6 @@
 // Traits written: prompt (Enter in the text box), layer (the selector), head (a click on a
 // thumbnail; drawn at once, nothing is recomputed in the kernel).
 
-import { decodeArray } from "../shared/arrays.js";
 import {
   batched,
   createCheckbox,
@@ -19,10 +18,10 @@ import {
   renderThumbs,
 } from "../shared/dom.js";
 import { drawPixels } from "../shared/heatmap.js";
-import { colorMax, FUTURE_COLOR, headSlice, patternPixels } from "../shared/patterns.js";
+import { colorMax, FUTURE_COLOR, panelSource, patternPixels, statusOf } from "../shared/patterns.js";
 import { describeCell, formatValue } from "../shared/tokens.js";
 
-export { colorMax, FUTURE_COLOR, headSlice, patternPixels } from "../shared/patterns.js";
+export { colorMax, FUTURE_COLOR, headSlice, patternPixels, statusText } from "../shared/patterns.js";
 export {
   axisLabels,
   blockTokens,
@@ -41,30 +40,9 @@ export {
 /** Side of a head's thumbnail, in CSS pixels. */
 export const THUMB_PX = 72;
 
-/** The status line under the controls for the current traits. */
-export function statusText({ busy, nTokens, layer, head, downsampled }) {
-  if (busy) return "computing…";
-  const parts = [`layer ${layer}`, `head ${head}`, `${nTokens} token${nTokens === 1 ? "" : "s"}`];
-  if (downsampled > 1) parts.push(`shown in ${downsampled}×${downsampled} blocks (max-pooled)`);
-  return parts.join(" · ");
-}
-
-/** Decode a [heads, dest, src] wire array; { decoded, error } (one of them null or ""). */
-export function decodePatterns(message) {
-  if (!message || !message.shape) return { decoded: null, error: "" };
-  try {
-    const { data, shape } = decodeArray(message);
-    if (shape.length !== 3) throw new RangeError(`expected [heads, dest, src], got [${shape.join(", ")}]`);
-    return { decoded: { data, shape }, error: "" };
-  } catch (err) {
-    return { decoded: null, error: `attnviz: cannot show these patterns: ${err.message}` };
-  }
-}
-
 function render({ model, el: host }) {
-  let decoded = null; // { data, shape } of the current patterns
-  let decodedFrom = null; // the trait value it was decoded from
-  let decodeError = "";
+  const source = panelSource(model, "patterns");
+  const selectedHead = () => source.head();
 
   const contrast = createCheckbox(
     "contrast",
@@ -75,16 +53,9 @@ function render({ model, el: host }) {
   const frame = createFrame(model, {
     testid: "attention-view",
     extraControls: [contrast.node],
-    hasData: () => decoded !== null,
-    localError: () => decodeError,
-    statusText: () =>
-      statusText({
-        busy: false,
-        nTokens: (model.get("tokens") ?? []).length,
-        layer: model.get("layer"),
-        head: selectedHead(),
-        downsampled: Number(model.get("downsampled") ?? 1),
-      }),
+    hasData: () => source.decoded !== null,
+    localError: () => source.error,
+    statusText: () => statusOf(model, selectedHead(), "max-pooled"),
   });
   const { root, body } = frame;
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
@@ -96,7 +67,7 @@ function render({ model, el: host }) {
     onHover(cell, event) {
       panel.highlight(cell);
       const { cols } = panel.geometry;
-      const value = headSlice(decoded.data, decoded.shape, selectedHead())[cell.row * cols + cell.col];
+      const value = source.slice("patterns")[cell.row * cols + cell.col];
       tooltip.show(describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor()), event, cell);
     },
     onLeave: hideHover,
@@ -110,25 +81,13 @@ function render({ model, el: host }) {
   body.append(thumbs, main);
   host.replaceChildren(root);
 
-  function ensureDecoded() {
-    const message = model.get("patterns");
-    if (message === decodedFrom) return;
-    decodedFrom = message;
-    ({ decoded, error: decodeError } = decodePatterns(message));
-  }
-
-  function selectedHead() {
-    const heads = decoded ? decoded.shape[0] : model.get("n_heads");
-    const h = Number(model.get("head") ?? 0);
-    return Math.min(Math.max(0, h), Math.max(0, heads - 1));
-  }
-
   function hideHover() {
     panel.highlight(null);
     tooltip.hide();
   }
 
   function renderThumbnails() {
+    const decoded = source.decoded;
     if (!decoded) {
       thumbs.replaceChildren();
       return;
@@ -136,7 +95,7 @@ function render({ model, el: host }) {
     const [heads, rows, cols] = decoded.shape;
     renderThumbs(thumbs, heads, {
       draw(canvas, h) {
-        const slice = headSlice(decoded.data, decoded.shape, h);
+        const slice = source.slice("patterns", h);
         const vmax = colorMax(slice, rows, cols, contrast.box.checked);
         drawPixels(canvas, () => patternPixels(slice, rows, cols, vmax), rows, cols, THUMB_PX / Math.max(rows, cols, 1));
       },
@@ -152,12 +111,12 @@ function render({ model, el: host }) {
     const head = selectedHead();
     root.dataset.head = String(head);
     markThumb(thumbs, head);
-    if (!decoded) {
+    if (!source.decoded) {
       panel.clear();
       return;
     }
-    const [, rows, cols] = decoded.shape;
-    const slice = headSlice(decoded.data, decoded.shape, head);
+    const [, rows, cols] = source.decoded.shape;
+    const slice = source.slice("patterns");
     const vmax = colorMax(slice, rows, cols, contrast.box.checked);
     panel.draw(() => patternPixels(slice, rows, cols, vmax), rows, cols);
     legend.setRange("0", vmax === 1 ? "1" : formatValue(vmax));
@@ -165,7 +124,7 @@ function render({ model, el: host }) {
   }
 
   function renderAll() {
-    ensureDecoded();
+    source.refresh();
     frame.settled();
     root.dataset.nTokens = String((model.get("tokens") ?? []).length);
     renderThumbnails();

@@ -19,7 +19,7 @@ import {
   textEl,
 } from "../shared/dom.js";
 import { drawPixels, scaleColor } from "../shared/heatmap.js";
-import { colorMax, decodePanels, headSlice, patternPixels, thumbCaption } from "../shared/patterns.js";
+import { colorMax, panelSource, patternPixels, statusOf, thumbCaption } from "../shared/patterns.js";
 import { describeCell, displayToken, formatSigned } from "../shared/tokens.js";
 
 export const THUMB_PX = 56;
@@ -198,9 +198,8 @@ function featurePanel(info) {
 }
 
 function render({ model, el: host }) {
-  let decoded = null;
-  let decodedFrom = null;
-  let decodeError = "";
+  const source = panelSource(model);
+  const selectedHead = () => source.head();
 
   const viewSelect = el("select", "", { "data-testid": "view", "aria-label": "pattern shown" });
   const mapSelect = el("select", "", { "data-testid": "map", "aria-label": "reconstruction decomposed" });
@@ -208,9 +207,9 @@ function render({ model, el: host }) {
   const frame = createFrame(model, {
     testid: "pair-explorer",
     extraControls: [textEl("span", "", "show:"), viewSelect, textEl("span", "", "explain:"), mapSelect, contrast.node],
-    hasData: () => decoded !== null,
-    localError: () => decodeError,
-    statusText,
+    hasData: () => source.decoded !== null,
+    localError: () => source.error,
+    statusText: () => statusOf(model, selectedHead(), "a click explains the block's strongest cell"),
   });
   const { root, body } = frame;
   const tooltip = createTooltip(root);
@@ -225,7 +224,7 @@ function render({ model, el: host }) {
     onHover(cell, event) {
       panel.highlight(cell);
       const s = slice();
-      const value = s ? s[cell.row * decoded.shape[2] + cell.col] : NaN;
+      const value = s ? s[cell.row * panel.geometry.cols + cell.col] : NaN;
       const lines = describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor());
       if (value === value) lines.push("click: split its score into feature pairs");
       tooltip.show(lines, event, cell);
@@ -236,8 +235,8 @@ function render({ model, el: host }) {
     },
     onClick(cell) {
       const s = slice();
-      if (!s || s[cell.row * decoded.shape[2] + cell.col] !== s[cell.row * decoded.shape[2] + cell.col]) return;
-      if (frame.isStatic) return;
+      const value = s ? s[cell.row * panel.geometry.cols + cell.col] : NaN;
+      if (value !== value || frame.isStatic) return; // a future cell, or no kernel to ask
       panel.select(cell);
       frame.request({ clicked: [cell.row, cell.col] });
     },
@@ -255,39 +254,13 @@ function render({ model, el: host }) {
   body.append(left, middle, right);
   host.replaceChildren(root);
 
-  function statusText() {
-    const n = (model.get("tokens") ?? []).length;
-    const parts = [`layer ${model.get("layer")}`, `head ${selectedHead()}`, `${n} token${n === 1 ? "" : "s"}`];
-    if (factor() > 1) parts.push(`shown in ${factor()}×${factor()} blocks (a click explains the block's strongest cell)`);
-    return parts.join(" · ");
-  }
-
-  function ensureDecoded() {
-    const message = model.get("panels");
-    if (message === decodedFrom) return;
-    decodedFrom = message;
-    decodeError = "";
-    try {
-      decoded = decodePanels(message);
-    } catch (err) {
-      decoded = null;
-      decodeError = `attnviz: cannot show these patterns: ${err.message}`;
-    }
-  }
-
-  function selectedHead() {
-    const heads = decoded ? decoded.shape[0] : Number(model.get("n_heads") ?? 1);
-    return Math.min(Math.max(0, Number(model.get("head") ?? 0)), Math.max(0, heads - 1));
-  }
-
   function viewKey() {
     const v = model.get("view") ?? "transcoder";
-    return decoded?.data[v] ? v : "transcoder";
+    return source.decoded?.data[v] ? v : "transcoder";
   }
 
   function slice(h = selectedHead(), key = viewKey()) {
-    const data = decoded?.data[key];
-    return data ? headSlice(data, decoded.shape, h) : null;
+    return source.slice(key, h);
   }
 
   function renderControls() {
@@ -305,6 +278,7 @@ function render({ model, el: host }) {
   }
 
   function renderThumbnails() {
+    const decoded = source.decoded;
     if (!decoded) {
       thumbs.replaceChildren();
       return;
@@ -334,11 +308,11 @@ function render({ model, el: host }) {
     const head = selectedHead();
     root.dataset.head = String(head);
     markThumb(thumbs, head);
-    if (!decoded) {
+    if (!source.decoded) {
       panel.clear();
       return;
     }
-    const [, rows, cols] = decoded.shape;
+    const [, rows, cols] = source.decoded.shape;
     const s = slice();
     const vmax = colorMax(s, rows, cols, contrast.box.checked);
     panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
@@ -375,13 +349,13 @@ function render({ model, el: host }) {
   }
 
   function renderAll() {
-    ensureDecoded();
+    source.refresh();
     frame.settled();
     root.dataset.nTokens = String((model.get("tokens") ?? []).length);
     renderControls();
     renderThumbnails();
     renderHeatmap();
-    if (decoded) panel.setLabels(model.get("tokens") ?? [], factor());
+    if (source.decoded) panel.setLabels(model.get("tokens") ?? [], factor());
     renderDecomposition();
     renderFeature();
     tooltip.hide();

@@ -23,12 +23,12 @@ import { drawPixels } from "../shared/heatmap.js";
 import {
   absMax,
   colorMax,
-  decodePanels,
   differencePixels,
   FUTURE_COLOR,
   formatKl,
-  headSlice,
+  panelSource,
   patternPixels,
+  statusOf,
   thumbCaption,
 } from "../shared/patterns.js";
 
@@ -61,18 +61,17 @@ export function describeCells(tokens, row, col, values, factor = 1, diffOf = "tr
 }
 
 function render({ model, el: host }) {
-  let decoded = null; // { shape, data: { true, transcoder, ... } }
-  let decodedFrom = null;
-  let decodeError = "";
+  const source = panelSource(model);
+  const selectedHead = () => source.head();
 
   const diffSelect = el("select", "av-diff", { "data-testid": "diff-of", "aria-label": "difference of" });
   const contrast = createCheckbox("contrast", "contrast", "scale colours to the largest weight outside the first column");
   const frame = createFrame(model, {
     testid: "pattern-explorer",
     extraControls: [textEl("span", "", "difference:"), diffSelect, contrast.node],
-    hasData: () => decoded !== null,
-    localError: () => decodeError,
-    statusText,
+    hasData: () => source.decoded !== null,
+    localError: () => source.error,
+    statusText: () => statusOf(model, selectedHead(), "max-pooled"),
   });
   const { root, body } = frame;
   const tooltip = createTooltip(root);
@@ -109,35 +108,8 @@ function render({ model, el: host }) {
   const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
   const diffOf = () => (diffSelect.value === "masked" && model.get("has_masked") ? "masked" : "transcoder");
 
-  function statusText() {
-    const n = (model.get("tokens") ?? []).length;
-    const parts = [`layer ${model.get("layer")}`, `head ${selectedHead()}`, `${n} token${n === 1 ? "" : "s"}`];
-    if (factor() > 1) parts.push(`shown in ${factor()}×${factor()} blocks (max-pooled)`);
-    return parts.join(" · ");
-  }
-
-  function ensureDecoded() {
-    const message = model.get("panels");
-    if (message === decodedFrom) return;
-    decodedFrom = message;
-    decodeError = "";
-    try {
-      decoded = decodePanels(message);
-    } catch (err) {
-      decoded = null;
-      decodeError = `attnviz: cannot show these patterns: ${err.message}`;
-    }
-  }
-
-  function selectedHead() {
-    const heads = decoded ? decoded.shape[0] : Number(model.get("n_heads") ?? 1);
-    const h = Number(model.get("head") ?? 0);
-    return Math.min(Math.max(0, h), Math.max(0, heads - 1));
-  }
-
   function slice(key, h = selectedHead()) {
-    const data = decoded?.data[key === "diff" ? `diff_${diffOf()}` : key];
-    return data ? headSlice(data, decoded.shape, h) : null;
+    return source.slice(key === "diff" ? `diff_${diffOf()}` : key, h);
   }
 
   function renderControls() {
@@ -152,6 +124,7 @@ function render({ model, el: host }) {
   }
 
   function renderThumbnails() {
+    const decoded = source.decoded;
     if (!decoded) {
       thumbs.replaceChildren();
       return;
@@ -174,6 +147,7 @@ function render({ model, el: host }) {
   }
 
   function renderPanels() {
+    const decoded = source.decoded;
     const head = selectedHead();
     root.dataset.head = String(head);
     markThumb(thumbs, head);
@@ -207,12 +181,12 @@ function render({ model, el: host }) {
 
   function renderLabels() {
     const tokens = model.get("tokens") ?? [];
-    for (const panel of Object.values(panels)) if (decoded) panel.setLabels(tokens, factor());
+    for (const panel of Object.values(panels)) if (source.decoded) panel.setLabels(tokens, factor());
   }
 
   function hover(cell, event) {
-    if (!decoded) return;
-    const cols = decoded.shape[2];
+    if (!source.decoded) return;
+    const cols = source.decoded.shape[2];
     const i = cell.row * cols + cell.col;
     const values = {};
     for (const key of ["true", "transcoder", "masked", "diff"]) {
@@ -230,7 +204,7 @@ function render({ model, el: host }) {
   }
 
   function renderAll() {
-    ensureDecoded();
+    source.refresh();
     frame.settled();
     root.dataset.nTokens = String((model.get("tokens") ?? []).length);
     renderControls();

@@ -11,7 +11,7 @@ export const CSS = `
   color: var(--jp-ui-font-color1, #222); padding: 4px 0; }
 .attnviz .av-controls { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; margin-bottom: 6px; }
 .attnviz textarea.av-prompt { flex: 1 1 320px; min-width: 200px; padding: 4px 6px; font: inherit;
-  resize: vertical; min-height: 1.6em; box-sizing: border-box;
+  line-height: 1.4; white-space: pre; overflow: auto; resize: vertical; box-sizing: border-box;
   border: 1px solid var(--jp-border-color1, #bbb); border-radius: 3px;
   background: var(--jp-layout-color1, #fff); color: inherit; }
 .attnviz select, .attnviz button.av-go { font: inherit; padding: 3px 6px; }
@@ -131,9 +131,16 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     return Boolean(model.get("busy")) || pending;
   }
 
+  /** One row per line of the prompt, up to six (a long single line scrolls sideways). */
+  function fitRows() {
+    prompt.rows = Math.min(6, Math.max(1, prompt.value.split("\n").length));
+  }
+  prompt.addEventListener("input", fitRows);
+
   function renderControls() {
     const value = model.get("prompt") ?? "";
     if (prompt.value !== value) prompt.value = value;
+    fitRows();
     const layers = model.get("layers") ?? [];
     const have = Array.from(layerSelect.options, (o) => Number(o.value));
     if (have.length !== layers.length || have.some((v, i) => v !== layers[i])) {

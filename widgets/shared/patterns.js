@@ -94,3 +94,65 @@ export function decodePanels(panels) {
   return shape ? { shape, data: out } : null;
 }
 
+
+/**
+ * The decoded patterns of a widget trait ("panels": {key: wire array}; any other trait: one wire
+ * array, kept under that trait's name), decoded again only when the trait changes, with the
+ * selected head clamped to the heads there are.
+ */
+export function panelSource(model, trait = "panels") {
+  let decoded = null;
+  let from;
+  let error = "";
+  const source = {
+    /** Decode the trait if it changed since the last call. */
+    refresh() {
+      const message = model.get(trait);
+      if (message === from) return;
+      from = message;
+      error = "";
+      try {
+        decoded = decodePanels(trait === "panels" ? message : { [trait]: message });
+      } catch (err) {
+        decoded = null;
+        error = `attnviz: cannot show these patterns: ${err.message}`;
+      }
+    },
+    get decoded() {
+      return decoded;
+    },
+    get error() {
+      return error;
+    },
+    head() {
+      const heads = decoded ? decoded.shape[0] : Number(model.get("n_heads") ?? 1);
+      return Math.min(Math.max(0, Number(model.get("head") ?? 0)), Math.max(0, heads - 1));
+    },
+    /** Head h's rows x cols slice of panel `key`, or null when there is no such panel. */
+    slice(key, h = source.head()) {
+      const data = decoded?.data[key];
+      return data ? headSlice(data, decoded.shape, h) : null;
+    },
+  };
+  return source;
+}
+
+/** The status line under the controls. */
+export function statusText({ busy, nTokens, layer, head, downsampled, pooled = "max-pooled" }) {
+  if (busy) return "computing…";
+  const parts = [`layer ${layer}`, `head ${head}`, `${nTokens} token${nTokens === 1 ? "" : "s"}`];
+  if (downsampled > 1) parts.push(`shown in ${downsampled}×${downsampled} blocks (${pooled})`);
+  return parts.join(" · ");
+}
+
+/** statusText for a widget's current traits and head. */
+export function statusOf(model, head, pooled) {
+  return statusText({
+    busy: false,
+    nTokens: (model.get("tokens") ?? []).length,
+    layer: model.get("layer"),
+    head,
+    downsampled: Math.max(1, Number(model.get("downsampled") ?? 1)),
+    pooled,
+  });
+}
