@@ -161,3 +161,39 @@ def test_shipped_dictionaries_on_the_embedded_model(smollm2):
                          layer=25, cell=(14, 4))  # fmt: skip
     d = pairs.decomposition
     assert d["total"] == pytest.approx(d["score"], abs=1e-3) and d["kind"] == "masked"
+
+
+def test_a_window_shows_a_stretch_at_full_resolution(tiny_llama_adapter, qk):
+    text = " ".join(["alpha beta gamma delta"] * 30)
+    view = PatternExplorer(tiny_llama_adapter, text, qk=qk, max_size=16)
+    n = len(view.tokens)
+    assert view.downsampled > 1 and view.window == [] and view.offset == 0
+    calls = []
+    view.compute = lambda *a: calls.append(a)  # a window must not run the model again
+    view.window = [8, 24]
+    assert calls == [] and view.error == ""
+    assert (view.downsampled, view.offset, view.window) == (1, 8, [8, 24])
+    got = decode_array(view.panels["true"])
+    want = view.reconstruction.true[:, 8:24, 8:24].float().numpy()
+    assert got.shape == want.shape == (4, 16, 16)
+    ok = ~np.isnan(got)
+    assert np.abs(got[ok] - want[ok]).max() <= view.panels["true"]["scale"] / 2 + 2e-3
+    assert np.isnan(got[:, 0, 1]).all() and not np.isnan(got[:, 1, 0]).any()  # causal in the window
+    before = view.panels
+    view.window = [30, 10]
+    assert "not a token range" in view.error and view.window == [8, 24] and view.panels is before
+    view.window = [0, n + 5]
+    assert "not a token range" in view.error
+    view.window = []
+    assert view.error == "" and view.offset == 0 and view.downsampled > 1
+
+
+def test_a_new_prompt_resets_the_window_and_clicks_count_from_it(tiny_llama_adapter, qk):
+    text = " ".join(["alpha beta gamma delta"] * 30)
+    view = PairExplorer(tiny_llama_adapter, text, qk=qk, max_size=16)
+    view.window = [40, 52]
+    view.clicked = [5, 2]
+    d = view.decomposition
+    assert (d["dest"], d["src"]) == (45, 42) and view.error == ""
+    view.prompt = text + " again"
+    assert view.window == [] and view.offset == 0 and view.decomposition == {}

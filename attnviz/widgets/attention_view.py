@@ -11,7 +11,8 @@ exist) sets ``error`` to the message and keeps the previous picture.
 
 Prompts of more than ``max_size`` tokens are max-pooled into blocks of ``downsampled`` x
 ``downsampled`` tokens per head before sending, so a head is never more than
-``max_size`` x ``max_size`` bytes on the wire.
+``max_size`` x ``max_size`` bytes on the wire; ``window = [start, end]`` (or a click on a block)
+shows a stretch of the prompt at full resolution from the patterns kept in the kernel.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ class AttentionView(PromptWidget):
     def __init__(self, model: Any, prompt: str, layer: int = 0, **kwargs: Any) -> None:
         super().__init__(model, prompt, layer, **kwargs)
 
-    def compute(self, tokens: Tensor, layer: int) -> dict[str, Any]:
+    def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         pattern = self._model.attention(tokens, layer, ["pattern"]).pattern
         assert pattern is not None
-        factor = self.pool_factor(pattern.shape[-1])
-        return {"patterns": self.encode_pattern(pattern[0], factor), "downsampled": factor}
+        return {"attention": pattern[0]}, {}
+
+    def publish(self, encoded: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"patterns": encoded["attention"]}
 
     def figure(self) -> Any:
         return pattern_figure(

@@ -83,6 +83,9 @@ class PromptWidget(anywidget.AnyWidget):
     n_heads = traitlets.Int(0).tag(sync=True)
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     downsampled = traitlets.Int(1).tag(sync=True)
+    window = traitlets.List(traitlets.Int()).tag(sync=True)
+    offset = traitlets.Int(0).tag(sync=True)
+    window_size = traitlets.Int(MAX_SIZE).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
 
@@ -110,7 +113,8 @@ class PromptWidget(anywidget.AnyWidget):
         self._dtype: WireDtype = dtype
         self._max_size = max_size
         self._ready = False
-        super().__init__(n_heads=model.spec.n_heads, **kwargs)
+        self._full: dict[str, Tensor] = {}  # the prompt's patterns at full resolution
+        super().__init__(n_heads=model.spec.n_heads, window_size=max_size, **kwargs)
         self.layers = self.available_layers()
         self.prompt = prompt
         self.layer = self.layers[0] if layer is None and self.layers else (layer or 0)
@@ -124,10 +128,20 @@ class PromptWidget(anywidget.AnyWidget):
         """The layers this widget can show (the layer selector's choices)."""
         return list(range(self._model.spec.n_layers))
 
-    def compute(self, tokens: Tensor, layer: int) -> dict[str, Any]:
-        """The data traits for a prompt's token ids [1, n] at `layer` (raise AttnvizError for
-        input the widget should report). Runs with the widget marked busy."""
+    def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """For a prompt's token ids [1, n] at `layer`: its patterns at full resolution
+        ({name: [heads, n, n]}, kept in the kernel for windows) and any other trait values.
+        Raise AttnvizError for input the widget should report. Runs with the widget busy."""
         raise NotImplementedError
+
+    def shown_panels(self, full: dict[str, Tensor]) -> dict[str, tuple[Tensor, bool]]:
+        """What the front-end draws, from the (windowed) full patterns: {name: (pattern,
+        signed)}; signed patterns are pooled by largest magnitude. Default: each as it is."""
+        return {name: (pattern, False) for name, pattern in full.items()}
+
+    def publish(self, encoded: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The trait values that carry the encoded panels (default: all in ``panels``)."""
+        return {"panels": encoded}
 
     # ---- shared behaviour --------------------------------------------------------------------
 
@@ -160,7 +174,7 @@ class PromptWidget(anywidget.AnyWidget):
         try:
             layer = self._model.check_layer(self.layer)
             ids = self._model.to_tokens(self.prompt)
-            updates = self.compute(ids, layer)
+            full, updates = self.compute(ids, layer)
             tokens = self._model.to_str_tokens(ids[0])
         except AttnvizError as err:
             self.error = str(err)
@@ -171,12 +185,58 @@ class PromptWidget(anywidget.AnyWidget):
             raise
         finally:
             self.busy = False
+        # Long prompts are kept at half precision: 2048 tokens x 9 heads is 72 MiB a pattern.
+        keep = torch.float32 if len(tokens) <= self._max_size else torch.float16
+        self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
         with self.hold_sync():  # one message: tokens and data never disagree in the browser
             self.tokens = tokens
-            for name, value in updates.items():
-                setattr(self, name, value)
+            for name, value in {**updates, **self._view(None)}.items():
+                self._quietly(name, value)
             self.error = ""
         self._shown_layer: int | None = layer
+
+    def _quietly(self, name: str, value: Any) -> None:
+        """Set a trait without the observers that would recompute (window, layer)."""
+        ready, self._ready = self._ready, False
+        try:
+            setattr(self, name, value)
+        finally:
+            self._ready = ready
+
+    def _view(self, window: list[int] | None) -> dict[str, Any]:
+        """Trait values for the stored patterns seen through `window` ([start, end) tokens;
+        None or []: the whole prompt): the encoded panels, the block size and the offset."""
+        start, end = window if window else (0, len(self.tokens))
+        crop = {k: v[..., start:end, start:end] for k, v in self._full.items()}
+        factor = self.pool_factor(end - start)
+        encoded = {
+            name: self.encode_pattern(pattern, factor, signed)
+            for name, (pattern, signed) in self.shown_panels(crop).items()
+        }
+        return {
+            **self.publish(encoded),
+            "downsampled": factor,
+            "offset": start,
+            "window": [start, end] if window else [],
+        }
+
+    @traitlets.observe("window")
+    def _window_changed(self, change: dict[str, Any]) -> None:
+        if not self._ready or not self._full:
+            return
+        window = list(self.window)
+        n = len(self.tokens)
+        if window and not (len(window) == 2 and 0 <= window[0] < window[1] <= n):
+            self.error = (
+                f"window {window} is not a token range of this {n}-token prompt: give "
+                f"[start, end] with 0 <= start < end <= {n}, or [] for the whole prompt"
+            )
+            self._quietly("window", change["old"])
+            return
+        with self.hold_sync():
+            for name, value in self._view(window).items():
+                self._quietly(name, value)
+            self.error = ""
 
     def _back_to_shown_layer(self) -> None:
         """After a failed recomputation, `layer` names the layer still on screen again (the

@@ -47,7 +47,8 @@ class PairExplorer(QKWidget):
     Traits (synced, besides QKWidget's): view (the pattern drawn: "true", "transcoder" or
     "masked"), map (the reconstruction decomposed: "masked" when there is a pair table, else
     "transcoder"), top (pairs listed), clicked ([row, col] of the shown heatmap; pooled cells
-    resolve to the cell of the block with the largest shown weight), decomposition, feature
+    resolve to the cell of the block with the largest shown weight; a window shifts them by its
+    start), decomposition, feature
     ({"side": "q" | "k", "index": i}) and feature_info (its examples and density)."""
 
     BUNDLE = "pair_explorer"
@@ -133,12 +134,12 @@ class PairExplorer(QKWidget):
 
     def _resolve(self, row: int, col: int) -> tuple[int, int]:
         """Token cell of a clicked cell of the shown heatmap."""
-        rec, f = self._current(), self.downsampled
+        rec, f, at = self._current(), self.downsampled, self.offset  # at: the window's start
+        end = self.window[1] if self.window else rec.n_tokens
+        r0, c0 = at + row * f, at + col * f
         if f <= 1:
-            return row, col
-        n = rec.n_tokens
-        r0, c0 = row * f, col * f
-        block = rec.pattern(self.view)[self.head, r0 : min(n, r0 + f), c0 : min(n, c0 + f)]
+            return r0, c0
+        block = rec.pattern(self.view)[self.head, r0 : min(end, r0 + f), c0 : min(end, c0 + f)]
         dest = torch.arange(r0, r0 + block.shape[0])[:, None]
         src = torch.arange(c0, c0 + block.shape[1])[None, :]
         block = block.float().masked_fill(src > dest, -1.0)  # future cells never win

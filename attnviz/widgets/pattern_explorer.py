@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnviz.analysis.reconstruction import Reconstruction
+from torch import Tensor
+
 from attnviz.widgets.figures import pattern_figure
 from attnviz.widgets.qk_widget import QKWidget
 
@@ -28,10 +29,12 @@ class PatternExplorer(QKWidget):
 
     BUNDLE = "pattern_explorer"
 
-    def extra_panels(self, rec: Reconstruction, factor: int) -> dict[str, Any]:
-        out = {"diff_transcoder": self.encode_pattern(rec.transcoder - rec.true, factor, True)}
-        if rec.masked is not None:
-            out["diff_masked"] = self.encode_pattern(rec.masked - rec.true, factor, True)
+    def shown_panels(self, full: dict[str, Tensor]) -> dict[str, tuple[Tensor, bool]]:
+        out = {name: (pattern, False) for name, pattern in full.items()}
+        true = full["true"].float()
+        out["diff_transcoder"] = (full["transcoder"].float() - true, True)
+        if "masked" in full:
+            out["diff_masked"] = (full["masked"].float() - true, True)
         return out
 
     def figure(self) -> Any:

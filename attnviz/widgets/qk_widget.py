@@ -54,9 +54,9 @@ class QKWidget(PromptWidget):
     """A prompt widget over QK dictionaries, one per layer it can show.
 
     Traits (synced, besides PromptWidget's): panels ({"true", "transcoder", "masked"} -> wire
-    arrays [heads, n, n], pooled like the rest), kl ({"transcoder": [...], "masked": [...]}:
-    mean KL(true || reconstruction) per head, nats), has_masked (the dictionary has a pair
-    table), dictionary (one line describing it)."""
+    arrays [heads, n, n], pooled and windowed like the rest), kl ({"transcoder": [...],
+    "masked": [...]}: mean KL(true || reconstruction) per head over the whole prompt, nats),
+    has_masked (the dictionary has a pair table), dictionary (one line describing it)."""
 
     panels = traitlets.Dict().tag(sync=True)
     kl = traitlets.Dict().tag(sync=True)
@@ -77,7 +77,7 @@ class QKWidget(PromptWidget):
 
     @property
     def reconstruction(self) -> Reconstruction | None:
-        """The current prompt's reconstruction (patterns stored as float16)."""
+        """The current prompt's reconstruction (patterns stored as float16 past max_size)."""
         return self._rec
 
     def available_layers(self) -> list[int]:
@@ -94,32 +94,24 @@ class QKWidget(PromptWidget):
             )
         return self._dictionaries[layer]
 
-    def compute(self, tokens: Tensor, layer: int) -> dict[str, Any]:
+    def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         qk = self.dictionary_for(layer)
         rec = reconstruct(self._model, qk, tokens)
-        factor = self.pool_factor(rec.n_tokens)
+        if rec.n_tokens > self._max_size:  # kept for clicks and windows at half the memory
+            rec.true, rec.transcoder = rec.true.half(), rec.transcoder.half()
+            rec.masked = None if rec.masked is None else rec.masked.half()
+        self._rec = rec
         kinds = ["true", "transcoder"] + (["masked"] if rec.masked is not None else [])
-        panels = {kind: self.encode_pattern(rec.pattern(kind), factor) for kind in kinds}
-        panels.update(self.extra_panels(rec, factor))
         kl = {"transcoder": [round(float(v), 5) for v in rec.kl_transcoder]}
         if rec.kl_masked is not None:
             kl["masked"] = [round(float(v), 5) for v in rec.kl_masked]
-        # Keep what later clicks need, at half the memory (2048 tokens: 3 x 36 MiB).
-        rec.true, rec.transcoder = rec.true.half(), rec.transcoder.half()
-        rec.masked = None if rec.masked is None else rec.masked.half()
-        self._rec = rec
-        return {
-            "panels": panels,
+        traits = {
             "kl": kl,
             "has_masked": rec.masked is not None,
             "dictionary": describe(qk),
-            "downsampled": factor,
             **self.extra_traits(rec),
         }
-
-    def extra_panels(self, rec: Reconstruction, factor: int) -> dict[str, Any]:
-        """More wire arrays for `panels` (PatternExplorer adds the differences)."""
-        return {}
+        return {kind: rec.pattern(kind) for kind in kinds}, traits
 
     def extra_traits(self, rec: Reconstruction) -> dict[str, Any]:
         """More trait values to set with the new data (PairExplorer clears its selection)."""

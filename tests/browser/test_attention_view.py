@@ -29,6 +29,12 @@ def n_tokens(tokenizer: Any, text: str) -> int:
     return 1 + len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def label_token(tokenizer: Any, text: str, position: int) -> str:
+    """The text of token `position` as the widget shows it (position 0 is BOS)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode([ids[position - 1]])
+
+
 def labels(view: Any, axis: str) -> Any:
     return view.locator(f'[data-testid="token-label"][data-axis="{axis}"]')
 
@@ -252,6 +258,31 @@ def test_long_prompt_is_shown_in_blocks(view, tiny_tokenizer, screenshots):
     box = view.get_by_test_id("heatmap").bounding_box()
     assert box["width"] <= 480 + 2  # plus its 1px border
     shot(view, screenshots, "long_prompt")
+    # a click on a block zooms into a window of the prompt at full resolution, without the model
+    heatmap = view.get_by_test_id("heatmap")
+    heatmap.scroll_into_view_if_needed()
+    box = heatmap.bounding_box()
+    cell = box["width"] / side
+    view.page.mouse.click(box["x"] + (side // 2 - 3.5) * cell, box["y"] + (side // 2 + 0.5) * cell)
+    view.page.wait_for_function(
+        """() => document.querySelector('[data-testid="attention-view"] [data-testid="heatmap"]')
+            .width === 512""",
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+    status = view.get_by_test_id("status").text_content()
+    assert "showing tokens" in status and "blocks" not in status
+    first = labels(view, "src").first.get_attribute("title")
+    start = int(first.split(":")[0])
+    assert 0 < start < n - 512 and first == f"{start}: {label_token(tiny_tokenizer, text, start)}"
+    shot(view, screenshots, "long_prompt_zoomed")
+    view.get_by_test_id("unzoom").click()
+    view.page.wait_for_function(
+        """side => document.querySelector('[data-testid="attention-view"] [data-testid="heatmap"]')
+            .width === side""",
+        arg=side,
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+    assert not view.get_by_test_id("unzoom").is_visible()
     submit_prompt(view, PROMPT)
     wait_for_tokens(view.page, n_tokens(tiny_tokenizer, PROMPT))
 

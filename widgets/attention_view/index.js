@@ -1,9 +1,11 @@
 // AttentionView (attnviz/widgets/attention_view.py): every head of one layer at a glance.
 //
 // Traits read: prompt, layer, layers, head, tokens, patterns ([heads, dest, src] wire array,
-// future cells masked), n_heads, downsampled (block size; 1 = one cell per token), error, busy.
+// future cells masked), n_heads, downsampled (block size; 1 = one cell per token), window and
+// offset (a stretch of a long prompt at full resolution), window_size, error, busy.
 // Traits written: prompt (Enter in the text box), layer (the selector), head (a click on a
-// thumbnail; drawn at once, nothing is recomputed in the kernel).
+// thumbnail; drawn at once, nothing is recomputed in the kernel), window (a click on a pooled
+// block zooms in; "whole prompt" zooms out).
 
 import {
   batched,
@@ -19,7 +21,7 @@ import {
 } from "../shared/dom.js";
 import { drawPixels } from "../shared/heatmap.js";
 import { colorMax, FUTURE_COLOR, panelSource, patternPixels, statusOf } from "../shared/patterns.js";
-import { describeCell, formatValue } from "../shared/tokens.js";
+import { describeCell, formatValue, zoomWindow } from "../shared/tokens.js";
 
 export { colorMax, FUTURE_COLOR, headSlice, patternPixels, statusText } from "../shared/patterns.js";
 export {
@@ -55,12 +57,13 @@ function render({ model, el: host }) {
     extraControls: [contrast.node],
     hasData: () => source.decoded !== null,
     localError: () => source.error,
-    statusText: () => statusOf(model, selectedHead(), "max-pooled"),
+    statusText: () => statusOf(model, selectedHead(), "max-pooled; click a block to zoom in"),
   });
   const { root, body } = frame;
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
   const tooltip = createTooltip(root);
   const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
+  const offset = () => Number(model.get("offset") ?? 0);
 
   const panel = createPanel({
     testid: "heatmap",
@@ -68,9 +71,14 @@ function render({ model, el: host }) {
       panel.highlight(cell);
       const { cols } = panel.geometry;
       const value = source.slice("patterns")[cell.row * cols + cell.col];
-      tooltip.show(describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor()), event, cell);
+      tooltip.show(describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor(), offset()), event, cell);
     },
     onLeave: hideHover,
+    onClick(cell) {
+      if (factor() <= 1 || frame.isStatic) return; // only pooled pictures zoom
+      const n = (model.get("tokens") ?? []).length;
+      frame.request({ window: zoomWindow(cell, factor(), offset(), n, Number(model.get("window_size") ?? 512)) });
+    },
   });
   const legend = createLegend({
     title: "attention",
@@ -129,7 +137,7 @@ function render({ model, el: host }) {
     root.dataset.nTokens = String((model.get("tokens") ?? []).length);
     renderThumbnails();
     renderHeatmap();
-    panel.setLabels(model.get("tokens") ?? [], factor());
+    panel.setLabels(model.get("tokens") ?? [], factor(), offset());
     hideHover();
     frame.renderStatus();
   }
@@ -144,6 +152,7 @@ function render({ model, el: host }) {
     "change:patterns": scheduleAll,
     "change:tokens": scheduleAll,
     "change:downsampled": scheduleAll,
+    "change:offset": scheduleAll,
     "change:head": () => {
       hideHover();
       renderHeatmap();

@@ -217,6 +217,7 @@ function render({ model, el: host }) {
   root.insertBefore(about, body);
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
   const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
+  const offset = () => Number(model.get("offset") ?? 0);
 
   const panel = createPanel({
     testid: "heatmap",
@@ -225,7 +226,7 @@ function render({ model, el: host }) {
       panel.highlight(cell);
       const s = slice();
       const value = s ? s[cell.row * panel.geometry.cols + cell.col] : NaN;
-      const lines = describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor());
+      const lines = describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor(), offset());
       if (value === value) lines.push("click: split its score into feature pairs");
       tooltip.show(lines, event, cell);
     },
@@ -317,7 +318,9 @@ function render({ model, el: host }) {
     const vmax = colorMax(s, rows, cols, contrast.box.checked);
     panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
     const d = model.get("decomposition") ?? {};
-    panel.select(d.dest === undefined ? null : displayCell(d.dest, d.src, factor()));
+    const cell = d.dest === undefined ? null : displayCell(d.dest - offset(), d.src - offset(), factor());
+    const inside = cell && cell.row >= 0 && cell.col >= 0 && cell.row < rows && cell.col < cols;
+    panel.select(inside ? cell : null);
   }
 
   function onFeature(side, index) {
@@ -355,7 +358,7 @@ function render({ model, el: host }) {
     renderControls();
     renderThumbnails();
     renderHeatmap();
-    if (source.decoded) panel.setLabels(model.get("tokens") ?? [], factor());
+    if (source.decoded) panel.setLabels(model.get("tokens") ?? [], factor(), offset());
     renderDecomposition();
     renderFeature();
     tooltip.hide();
@@ -377,6 +380,7 @@ function render({ model, el: host }) {
     "change:panels": scheduleAll,
     "change:tokens": scheduleAll,
     "change:downsampled": scheduleAll,
+    "change:offset": scheduleAll,
     "change:kl": scheduleAll,
     "change:has_masked": scheduleAll,
     "change:dictionary": renderControls,

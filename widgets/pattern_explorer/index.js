@@ -4,7 +4,10 @@
 // Traits read: prompt, layer, layers, head, tokens, downsampled, error, busy, dictionary,
 // has_masked, kl ({transcoder: [per head], masked: [per head]}), panels ({true, transcoder,
 // masked, diff_transcoder, diff_masked}: [heads, dest, src] wire arrays, future cells masked).
-// Traits written: prompt, layer (recomputed in the kernel), head (front-end only).
+// Also window/offset/window_size (a stretch of a long prompt at full resolution).
+// Traits written: prompt, layer (recomputed in the kernel), head (front-end only), window (a
+// click on a pooled block zooms in; "whole prompt" zooms out; no model run, the kernel keeps
+// the full patterns).
 
 import {
   batched,
@@ -33,7 +36,7 @@ import {
 } from "../shared/patterns.js";
 
 export { decodePanels, formatKl, thumbCaption } from "../shared/patterns.js";
-import { cellTokens, formatSigned, formatValue } from "../shared/tokens.js";
+import { cellTokens, formatSigned, formatValue, zoomWindow } from "../shared/tokens.js";
 
 /** Side of a head's thumbnail, in CSS pixels. */
 export const THUMB_PX = 64;
@@ -49,8 +52,8 @@ export const PANELS = [
 ];
 
 /** The tooltip of a cell: its two tokens and the three values (and the difference shown). */
-export function describeCells(tokens, row, col, values, factor = 1, diffOf = "transcoder") {
-  const lines = cellTokens(tokens, row, col, factor);
+export function describeCells(tokens, row, col, values, factor = 1, diffOf = "transcoder", offset = 0) {
+  const lines = cellTokens(tokens, row, col, factor, offset);
   if (values.true !== values.true) return [...lines, "masked: a token never sees later tokens"];
   const suffix = factor > 1 ? `   (max over a ${factor}×${factor} block)` : "";
   lines.push(`model       ${formatValue(values.true)}${suffix}`);
@@ -71,7 +74,7 @@ function render({ model, el: host }) {
     extraControls: [textEl("span", "", "difference:"), diffSelect, contrast.node],
     hasData: () => source.decoded !== null,
     localError: () => source.error,
-    statusText: () => statusOf(model, selectedHead(), "max-pooled"),
+    statusText: () => statusOf(model, selectedHead(), "max-pooled; click a block to zoom in"),
   });
   const { root, body } = frame;
   const tooltip = createTooltip(root);
@@ -90,6 +93,7 @@ function render({ model, el: host }) {
       yLabels: key === "true",
       onHover: (cell, event) => hover(cell, event),
       onLeave: hideHover,
+      onClick: zoom,
     });
     row.append(panels[key].node);
   }
@@ -106,6 +110,13 @@ function render({ model, el: host }) {
   host.replaceChildren(root);
 
   const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
+  const offset = () => Number(model.get("offset") ?? 0);
+
+  function zoom(cell) {
+    if (factor() <= 1 || frame.isStatic) return; // only pooled pictures zoom
+    const n = (model.get("tokens") ?? []).length;
+    frame.request({ window: zoomWindow(cell, factor(), offset(), n, Number(model.get("window_size") ?? 512)) });
+  }
   const diffOf = () => (diffSelect.value === "masked" && model.get("has_masked") ? "masked" : "transcoder");
 
   function slice(key, h = selectedHead()) {
@@ -181,7 +192,7 @@ function render({ model, el: host }) {
 
   function renderLabels() {
     const tokens = model.get("tokens") ?? [];
-    for (const panel of Object.values(panels)) if (source.decoded) panel.setLabels(tokens, factor());
+    for (const panel of Object.values(panels)) if (source.decoded) panel.setLabels(tokens, factor(), offset());
   }
 
   function hover(cell, event) {
@@ -194,7 +205,8 @@ function render({ model, el: host }) {
       if (s) values[key] = s[i];
     }
     for (const panel of Object.values(panels)) panel.highlight(cell);
-    const lines = describeCells(model.get("tokens") ?? [], cell.row, cell.col, values, factor(), diffOf() === "masked" ? "masked map" : "transcoder");
+    const diffName = diffOf() === "masked" ? "masked map" : "transcoder";
+    const lines = describeCells(model.get("tokens") ?? [], cell.row, cell.col, values, factor(), diffName, offset());
     tooltip.show(lines, event, cell);
   }
 
@@ -226,6 +238,7 @@ function render({ model, el: host }) {
     "change:panels": scheduleAll,
     "change:tokens": scheduleAll,
     "change:downsampled": scheduleAll,
+    "change:offset": scheduleAll,
     "change:kl": scheduleAll,
     "change:has_masked": scheduleAll,
     "change:dictionary": renderControls,

@@ -83,8 +83,9 @@ export function textEl(tag, className, text, attrs = {}) {
 }
 
 /**
- * The frame of a prompt widget: controls (prompt box, Show button, layer selector, then
- * `extraControls`), status line, error box and a body for the widget's own parts.
+ * The frame of a prompt widget: controls (prompt box, Show button, layer selector, a "whole
+ * prompt" button while a token window is shown, then `extraControls`), status line, error box
+ * and a body for the widget's own parts.
  *
  * It keeps the controls in step with the traits (prompt, layer, layers, error, busy), sends a
  * typed prompt or a chosen layer to the kernel, and shows "computing…" until the kernel answers.
@@ -108,7 +109,12 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
   });
   const go = textEl("button", "av-go", "Show", { type: "button", "data-testid": "run" });
   const layerSelect = el("select", "av-layer", { "data-testid": "layer", "aria-label": "layer" });
-  controls.append(prompt, go, layerSelect, ...extraControls);
+  const unzoom = textEl("button", "av-go", "whole prompt", {
+    type: "button",
+    "data-testid": "unzoom",
+    title: "leave the token window and show the whole prompt again",
+  });
+  controls.append(prompt, go, layerSelect, unzoom, ...extraControls);
   const isStatic = Boolean(model.get("__static__"));
   const note = textEl(
     "div",
@@ -121,7 +127,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
   const body = el("div", "av-body");
   root.append(style, controls, ...(isStatic ? [note] : []), status, errorBox, body);
   if (isStatic) {
-    for (const control of [prompt, go, layerSelect]) control.disabled = true;
+    for (const control of [prompt, go, layerSelect, unzoom]) control.disabled = true;
     root.dataset.static = "true";
   }
 
@@ -150,6 +156,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     }
     const layer = Number(model.get("layer"));
     if (layers.includes(layer)) layerSelect.value = String(layer);
+    unzoom.style.display = (model.get("window") ?? []).length === 2 ? "" : "none";
   }
 
   function renderStatus() {
@@ -185,6 +192,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     }
   });
   go.addEventListener("click", submitPrompt);
+  unzoom.addEventListener("click", () => request({ window: [] }));
   layerSelect.addEventListener("change", () => {
     const layer = Number(layerSelect.value);
     if (layer !== model.get("layer")) request({ layer });
@@ -193,6 +201,11 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
   const handlers = {
     "change:prompt": renderControls,
     "change:layers": renderControls,
+    "change:window": () => {
+      pending = false;
+      renderControls();
+      renderStatus();
+    },
     "change:layer": () => {
       renderControls();
       renderStatus();
@@ -319,10 +332,10 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
       canvas.width = 0;
       canvas.height = 0;
     },
-    setLabels(tokens, factor = 1) {
+    setLabels(tokens, factor = 1, offset = 0) {
       const { rows, cols, cellPx, stride } = geometry;
       const lineHeight = Math.max(cellPx, LABEL_MIN_PX);
-      const xSpecs = axisLabels(tokens, cols, factor, stride);
+      const xSpecs = axisLabels(tokens, cols, factor, stride, offset);
       const longest = Math.max(1, ...xSpecs.map((s) => Array.from(s.text).length));
       const xHeight = Math.min(110, 7 * longest + 12);
       ylabels.replaceChildren();
@@ -334,7 +347,7 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
       xlabels.style.width = `${Math.round(cols * cellPx)}px`;
       xlabels.style.height = `${xHeight}px`;
       if (yLabels) {
-        for (const spec of axisLabels(tokens, rows, factor, stride)) {
+        for (const spec of axisLabels(tokens, rows, factor, stride, offset)) {
           const label = textEl("div", "av-label", spec.text, {
             "data-testid": "token-label",
             "data-axis": "dest",

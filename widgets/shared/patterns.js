@@ -138,9 +138,10 @@ export function panelSource(model, trait = "panels") {
 }
 
 /** The status line under the controls. */
-export function statusText({ busy, nTokens, layer, head, downsampled, pooled = "max-pooled" }) {
+export function statusText({ busy, nTokens, layer, head, downsampled, pooled = "max-pooled", window = [] }) {
   if (busy) return "computing…";
   const parts = [`layer ${layer}`, `head ${head}`, `${nTokens} token${nTokens === 1 ? "" : "s"}`];
+  if (window.length === 2) parts.push(`showing tokens ${window[0]}–${window[1] - 1}`);
   if (downsampled > 1) parts.push(`shown in ${downsampled}×${downsampled} blocks (${pooled})`);
   return parts.join(" · ");
 }
@@ -154,5 +155,6 @@ export function statusOf(model, head, pooled) {
     head,
     downsampled: Math.max(1, Number(model.get("downsampled") ?? 1)),
     pooled,
+    window: model.get("window") ?? [],
   });
 }

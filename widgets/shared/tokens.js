@@ -40,22 +40,26 @@ export function cellAt(x, y, width, height, rows, cols) {
   return row >= 0 && col >= 0 ? { row, col } : null;
 }
 
-/** Tokens [start, end) covered by cell `index` when cells are blocks of `factor` tokens. */
-export function blockTokens(index, factor, nTokens) {
-  const start = index * factor;
+/**
+ * Tokens [start, end) covered by cell `index` when cells are blocks of `factor` tokens and the
+ * picture starts at token `offset` (a zoomed-in window of a long prompt).
+ */
+export function blockTokens(index, factor, nTokens, offset = 0) {
+  const start = offset + index * factor;
   return { start, end: Math.min(nTokens, start + factor) };
 }
 
 /**
  * Label text and full title of cell `index` of an axis. When not every token gets a label
  * (pooled blocks, or `sparse`: only every k-th cell is labelled) the text starts with the
- * token's position, so the reader knows where on the axis they are.
+ * token's position, so the reader knows where on the axis they are. Positions count from the
+ * prompt's first token, also inside a window starting at `offset`.
  */
-export function cellLabel(tokens, index, factor = 1, sparse = false) {
-  const { start, end } = blockTokens(index, factor, tokens.length);
+export function cellLabel(tokens, index, factor = 1, sparse = false, offset = 0) {
+  const { start, end } = blockTokens(index, factor, tokens.length, offset);
   if (factor <= 1) {
-    const text = sparse ? `${index}: ${displayToken(tokens[index], 10)}` : displayToken(tokens[index]);
-    return { text, title: `${index}: ${tokens[index] ?? ""}` };
+    const text = sparse || offset > 0 ? `${start}: ${displayToken(tokens[start], 10)}` : displayToken(tokens[start]);
+    return { text, title: `${start}: ${tokens[start] ?? ""}` };
   }
   const joined = tokens.slice(start, end).join("");
   const title = `${start}–${end - 1}: ${joined.length > 200 ? `${joined.slice(0, 199)}…` : joined}`;
@@ -63,9 +67,9 @@ export function cellLabel(tokens, index, factor = 1, sparse = false) {
 }
 
 /** The labelled cells of an axis of `nCells` cells: [{ index, text, title }]. */
-export function axisLabels(tokens, nCells, factor = 1, stride = 1) {
+export function axisLabels(tokens, nCells, factor = 1, stride = 1, offset = 0) {
   const out = [];
-  for (let i = 0; i < nCells; i += stride) out.push({ index: i, ...cellLabel(tokens, i, factor, stride > 1) });
+  for (let i = 0; i < nCells; i += stride) out.push({ index: i, ...cellLabel(tokens, i, factor, stride > 1, offset) });
   return out;
 }
 
@@ -85,23 +89,22 @@ export function formatSigned(v, digits = 3) {
 }
 
 /** Position text of cell `index`: "7", or "16–23" for a pooled block. */
-export function positionText(index, factor, nTokens) {
-  if (factor <= 1) return `${index}`;
-  const { start, end } = blockTokens(index, factor, nTokens);
-  return `${start}–${end - 1}`;
+export function positionText(index, factor, nTokens, offset = 0) {
+  const { start, end } = blockTokens(index, factor, nTokens, offset);
+  return factor <= 1 ? `${start}` : `${start}–${end - 1}`;
 }
 
 /** "destination 5: " Mary"" style lines naming a cell's two tokens (row = destination). */
-export function cellTokens(tokens, row, col, factor = 1) {
+export function cellTokens(tokens, row, col, factor = 1, offset = 0) {
   const quote = (i) => {
-    const { start, end } = blockTokens(i, factor, tokens.length);
+    const { start, end } = blockTokens(i, factor, tokens.length, offset);
     const text = `"${displayToken(tokens[start], 24)}"`;
     return end - start > 1 ? `${text} …` : text;
   };
   const n = tokens.length;
   return [
-    `destination ${positionText(row, factor, n)}: ${quote(row)}`,
-    `source ${positionText(col, factor, n)}: ${quote(col)}`,
+    `destination ${positionText(row, factor, n, offset)}: ${quote(row)}`,
+    `source ${positionText(col, factor, n, offset)}: ${quote(col)}`,
   ];
 }
 
@@ -109,12 +112,27 @@ export function cellTokens(tokens, row, col, factor = 1) {
  * The tooltip of a cell: three lines (destination token, source token, value). Destination
  * is the row (the query, the token that attends), source the column (the key).
  */
-export function describeCell(tokens, row, col, value, factor = 1) {
+export function describeCell(tokens, row, col, value, factor = 1, offset = 0) {
   const masked = value !== value;
   return [
-    ...cellTokens(tokens, row, col, factor),
+    ...cellTokens(tokens, row, col, factor, offset),
     masked
       ? "masked: a token never sees later tokens"
       : `attention ${formatValue(value)}${factor > 1 ? ` (max over a ${factor}×${factor} block)` : ""}`,
   ];
+}
+
+/**
+ * The token window [start, end) to show at full resolution after a click on cell {row, col} of a
+ * pooled picture (blocks of `factor` tokens starting at token `offset`): `size` tokens (at most
+ * the prompt) holding both the clicked destination and source when they are close enough, else
+ * ending at the destination.
+ */
+export function zoomWindow(cell, factor, offset, nTokens, size) {
+  const len = Math.max(1, Math.min(size, nTokens));
+  const dest = offset + cell.row * factor + Math.floor(factor / 2);
+  const src = offset + cell.col * factor + Math.floor(factor / 2);
+  const wanted = dest - src < len ? Math.round((dest + src) / 2) - Math.floor(len / 2) : dest + 1 - len;
+  const start = Math.max(0, Math.min(nTokens - len, wanted));
+  return [start, start + len];
 }
