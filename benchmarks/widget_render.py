@@ -279,6 +279,28 @@ def head_switch_row(page: Any, name: str, widget: Any, tmp: Path, rounds: int) -
 # ---- 3. new prompt -----------------------------------------------------------------------------
 
 
+def zoom_row(name: str, widget: Any, size: int = 512) -> dict:
+    """Kernel time of showing a `size`-token window of a long prompt at full resolution (from
+    the patterns the widget keeps; the model does not run)."""
+    n = len(widget.tokens)
+    times = []
+    for k in range(3):
+        start = n // 4 + 64 * k
+        began = time.perf_counter()
+        widget.window = [start, start + size]
+        times.append(time.perf_counter() - began)
+        assert widget.error == "" and widget.downsampled == 1 and widget.offset == start
+    widget.window = []
+    row = {
+        "widget": name,
+        "n_tokens": n,
+        "window": size,
+        "kernel_s_median": statistics.median(times),
+    }
+    print(f"  {name:<16} {n:>5} tokens: a {size}-token window in {row['kernel_s_median']:.2f} s")
+    return row
+
+
 def kernel_times(widget: Any, texts: list[str]) -> list[float]:
     times = []
     for text in texts:
@@ -480,6 +502,18 @@ def print_summary(record: dict) -> None:
                 record["pass"]["new_prompt_jupyterlab"],
             )
         )
+    if record["zoom_window"]:
+        lines.append(
+            (
+                "zoom: a 512-token window (kernel)",
+                ", ".join(
+                    f"{r['widget'][:1]}{r['n_tokens']} {r['kernel_s_median']:.2f} s"
+                    for r in record["zoom_window"]
+                ),
+                "-",
+                True,
+            )
+        )
     print(f"\n{'goal':<38} {'measured':<72} {'target':<9} pass")
     for name, measured, target, ok in lines:
         print(f"{name:<38} {measured:<72} {target:<9} {'yes' if ok else 'NO'}")
@@ -514,7 +548,7 @@ def main() -> None:
     ]:
         assert got == n, f"a {n}-token prompt came out as {got} tokens"
 
-    payload, switch, new_prompt, lab = [], [], [], []
+    payload, switch, new_prompt, lab, zoom = [], [], [], [], []
     lab_error = None
     with (
         sync_playwright() as pw,
@@ -537,6 +571,8 @@ def main() -> None:
                 row = payload_row(name, widgets[name, n], model, text, args.exact_json_up_to)
                 row["widget_build_s"] = build_s
                 payload.append(row)
+                if n > 512:
+                    zoom.append(zoom_row(name, widgets[name, n]))
         print("head switch in chromium (exported HTML)")
         for (name, _), widget in widgets.items():
             switch.append(head_switch_row(page, name, widget, tmp, args.rounds))
@@ -585,6 +621,7 @@ def main() -> None:
         "payload": payload,
         "head_switch": switch,
         "new_prompt": new_prompt,
+        "zoom_window": zoom,
         "new_prompt_jupyterlab": lab or None,
         **({"new_prompt_jupyterlab_error": lab_error} if lab_error else {}),
         "page_errors": errors,

@@ -136,11 +136,12 @@ def test_nine_thumbnails_and_clicking_one_changes_the_heatmap(view, screenshots)
 
 def test_hover_shows_source_destination_and_value(view, screenshots):
     n = labels(view, "src").count()
-    view.get_by_test_id("heatmap").scroll_into_view_if_needed()  # the mouse reaches the screen only
     box = view.get_by_test_id("heatmap").bounding_box()
     row, col = n - 1, 3  # the last token (" to") looking at " and"
     cell = box["width"] / n
-    view.page.mouse.move(box["x"] + (col + 0.5) * cell, box["y"] + (row + 0.5) * cell)
+    view.get_by_test_id("heatmap").hover(
+        position={"x": (col + 0.5) * cell, "y": (row + 0.5) * cell}
+    )
     tooltip = view.get_by_test_id("tooltip")
     tooltip.wait_for(state="visible", timeout=5_000)
     text = tooltip.text_content()
@@ -154,9 +155,9 @@ def test_hover_shows_source_destination_and_value(view, screenshots):
     ]
     shot(view, screenshots, "hover")
     # a future cell is masked
-    view.page.mouse.move(box["x"] + (n - 0.5) * cell, box["y"] + 0.5 * cell)
+    view.get_by_test_id("heatmap").hover(position={"x": (n - 0.5) * cell, "y": 0.5 * cell})
     assert "masked" in tooltip.text_content()
-    view.page.mouse.move(box["x"] - 50, box["y"] - 50)
+    view.get_by_test_id("status").hover()  # off the heatmap
     tooltip.wait_for(state="hidden", timeout=5_000)
 
 
@@ -263,7 +264,7 @@ def test_long_prompt_is_shown_in_blocks(view, tiny_tokenizer, screenshots):
     heatmap.scroll_into_view_if_needed()
     box = heatmap.bounding_box()
     cell = box["width"] / side
-    view.page.mouse.click(box["x"] + (side // 2 - 3.5) * cell, box["y"] + (side // 2 + 0.5) * cell)
+    heatmap.click(position={"x": (side // 2 - 3.5) * cell, "y": (side // 2 + 0.5) * cell})
     view.page.wait_for_function(
         """() => document.querySelector('[data-testid="attention-view"] [data-testid="heatmap"]')
             .width === 512""",

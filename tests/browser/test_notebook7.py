@@ -81,10 +81,8 @@ def test_pair_explorer_click_in_notebook7(notebook7, screenshots):
     root = notebook7.get_by_test_id("pair-explorer")
     n = int(root.get_attribute("data-n-tokens"))
     heatmap = root.get_by_test_id("heatmap")
-    heatmap.scroll_into_view_if_needed()
-    box = heatmap.bounding_box()
-    cell = box["width"] / n
-    notebook7.mouse.click(box["x"] + 1.5 * cell, box["y"] + (n - 0.5) * cell)
+    cell = heatmap.bounding_box()["width"] / n
+    heatmap.click(position={"x": 1.5 * cell, "y": (n - 0.5) * cell})
     score = root.get_by_test_id("score")
     score.wait_for(timeout=60_000)
     terms = root.locator('[data-testid="term-row"]').evaluate_all(

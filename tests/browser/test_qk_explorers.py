@@ -39,14 +39,6 @@ def settle(root: Any, count: int | None = None) -> None:
     )
 
 
-def visible_box(root: Any, testid: str) -> dict[str, float]:
-    """The element's box in the viewport, scrolled into view first (the mouse only reaches
-    what is on screen, and JupyterLab scrolls the notebook inside its own panel)."""
-    target = root.get_by_test_id(testid)
-    target.scroll_into_view_if_needed()
-    return target.bounding_box()
-
-
 def submit(root: Any, text: str) -> None:
     box = root.get_by_test_id("prompt")
     box.fill(text)
@@ -98,16 +90,16 @@ def test_head_change_redraws_every_panel(widgets, screenshots):
 def test_hover_shows_both_tokens_and_three_values(widgets):
     root = widgets["pattern-explorer"]
     n = int(root.get_attribute("data-n-tokens"))
-    box = visible_box(root, "panel-masked")
+    box = root.get_by_test_id("panel-masked").bounding_box()
     cell = box["width"] / n
-    root.page.mouse.move(box["x"] + 1.5 * cell, box["y"] + (n - 0.5) * cell)
+    root.get_by_test_id("panel-masked").hover(position={"x": 1.5 * cell, "y": (n - 0.5) * cell})
     tip = root.get_by_test_id("tooltip")
     tip.wait_for(state="visible", timeout=5_000)
     text = tip.text_content()
     assert f"destination {n - 1}:" in text and "source 1:" in text
     for name in ("model ", "transcoder ", "masked map ", "− model"):
         assert name in text, text
-    root.page.mouse.move(0, 0)
+    root.get_by_test_id("status").hover()  # off the panels
 
 
 def test_typing_a_prompt_recomputes_the_reconstructions(widgets, tiny_tokenizer, screenshots):
@@ -125,10 +117,12 @@ def test_clicked_cell_contributions_add_up_to_the_score(widgets, screenshots):
     root = widgets["pair-explorer"]
     settle(root)
     n = int(root.get_attribute("data-n-tokens"))
-    box = visible_box(root, "heatmap")
+    box = root.get_by_test_id("heatmap").bounding_box()
     cell = box["width"] / n
     row, col = n - 2, 2
-    root.page.mouse.click(box["x"] + (col + 0.5) * cell, box["y"] + (row + 0.5) * cell)
+    root.get_by_test_id("heatmap").click(
+        position={"x": (col + 0.5) * cell, "y": (row + 0.5) * cell}
+    )
     title = root.get_by_test_id("decomposition").locator(".av-panel-title").first
     title.wait_for(timeout=TIMEOUT_MS)
     root.page.wait_for_function(
