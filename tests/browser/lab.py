@@ -28,13 +28,15 @@ import nbformat
 
 SERVER_START_S = 90
 
-# JupyterLab user settings: no news or update toasts over the notebook.
+# JupyterLab user settings: no news or update toasts over the notebook; widget state saved with
+# the notebook (as users turn on to share notebooks whose widgets render without a kernel).
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,
         "doNotDisturbMode": True,
     },
+    "@jupyter-widgets/jupyterlab-manager/plugin.jupyterlab-settings": {"saveState": True},
 }
 
 
