@@ -135,6 +135,22 @@ def test_sparse_matches_dense(setup, rows):
     assert_scores_close(tiny, dense)
 
 
+def test_pairs_sharing_a_score_row_are_merged_exactly(setup):
+    """Many query features pairing with the same key feature on the same head at the same
+    destination: masked_scores sums them before meeting the sources (merge), and must still
+    equal the dense reference and the per-pair contributions."""
+    qk, rotary = setup
+    f_q, f_k = features(1, N, D_Q, density=0.9, seed=6), features(1, N, D_K, density=0.9, seed=7)
+    mask = torch.zeros(D_Q, D_K, qk.cfg.n_heads)
+    mask[:, :3, :] = 0.5 + torch.rand(
+        D_Q, 3, qk.cfg.n_heads, generator=torch.Generator().manual_seed(8)
+    )
+    table = PairTable.from_dense(mask)  # every query feature pairs with key features 0-2
+    dense = dense_masked_scores(qk, f_q, f_k, table, rotary)
+    assert_scores_close(masked_scores(qk, f_q, f_k, table, rotary), dense)
+    assert_scores_close(masked_scores(qk, f_q, f_k, table, rotary, chunk=7), dense)
+
+
 def test_positions_shift_rotary_only(setup):
     """Explicit positions rotate like the model at those positions (rotary) and change nothing
     for absolute models."""

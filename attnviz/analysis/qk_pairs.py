@@ -283,16 +283,26 @@ class PairBlock:
 
 def _pair_blocks(
     w: _Weights, f_q: Tensor, f_k: Tensor, table: _Pairs, rotary: Rotary | None,
-    positions: Tensor, chunk: int, causal: bool = True,
+    positions: Tensor, chunk: int, causal: bool = True, merge: bool = False,
 ) -> Iterator[PairBlock]:  # fmt: skip
     """_blocks on one CPU thread (see _one_thread), restored when the iteration ends."""
     with _one_thread(f_q.device):
-        yield from _blocks(w, f_q, f_k, table, rotary, positions, chunk, causal)
+        yield from _blocks(w, f_q, f_k, table, rotary, positions, chunk, causal, merge)
+
+
+def _merge_rows(at: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum the rows [m, ...] that land on the same score row `at` [m]: (unique at, summed rows).
+    Pairs that share a key unit, a head and a destination then meet the sources once."""
+    uniq, inverse = torch.unique(at, return_inverse=True)
+    if uniq.numel() == at.numel():
+        return at, rows
+    merged = torch.zeros((uniq.numel(), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    return uniq, merged.index_add_(0, inverse, rows)
 
 
 def _blocks(
     w: _Weights, f_q: Tensor, f_k: Tensor, table: _Pairs, rotary: Rotary | None,
-    positions: Tensor, chunk: int, causal: bool,
+    positions: Tensor, chunk: int, causal: bool, merge: bool = False,
 ) -> Iterator[PairBlock]:  # fmt: skip
     """Every kept pair's contribution at every (dest, src) where its query feature is active at
     dest and its key feature at src, for one sequence (f_q [n, d_q], f_k [n, d_k], positions [n]).
@@ -300,7 +310,10 @@ def _blocks(
     Work and memory follow the active features and kept pairs, never d_q x d_k x positions²:
     decoder rows are rotated only for the (position, feature) combinations that occur, and each
     key unit (key feature, kv head) meets its partners' active queries in one small matmul.
-    With `causal`, sources after a query chunk are skipped (those inside it are the caller's)."""
+    With `causal`, sources after a query chunk are skipped (those inside it are the caller's).
+    With `merge`, the pairs of a key unit that share a (head, destination) are summed before they
+    meet the sources: each block row is then a whole score row's share (pair = -1, for callers
+    that only need the scores), which cuts the work by the number of query features per row."""
     n = f_q.shape[0]
     H, D, n_kv = w.n_heads, w.d_head, w.n_kv
     keys = _by_feature(f_k)
@@ -345,14 +358,23 @@ def _blocks(
                 k0, k1 = kstart_l[b], kend_l[b]
                 src = kpos[k0:k1]
                 sub = max(1, chunk // (k1 - k0))  # bound the [m, n_src] block
-                for r0 in range(o, o + length, sub):
-                    r = slice(r0, min(o + length, r0 + sub))
-                    if rotary is not None:
-                        value = qv[r] @ rk[k0:k1, g].T
-                    else:
-                        value = coef[r, None] * kval[None, k0:k1]
-                    yield PairBlock(pair=ident[r], at=at[r], dest=dest[r], src=src, value=value)
+                unit_rows = slice(o, o + length)
                 o += length
+                u_at, u_ident, u_dest = at[unit_rows], ident[unit_rows], dest[unit_rows]
+                u_side = qv[unit_rows] if rotary is not None else coef[unit_rows]
+                if merge:
+                    u_at, u_side = _merge_rows(u_at, u_side)
+                    u_ident = torch.full_like(u_at, -1)
+                    u_dest = (u_at // n) % n
+                for r0 in range(0, u_at.numel(), sub):
+                    r = slice(r0, r0 + sub)
+                    if rotary is not None:
+                        value = u_side[r] @ rk[k0:k1, g].T
+                    else:
+                        value = u_side[r, None] * kval[None, k0:k1]
+                    yield PairBlock(
+                        pair=u_ident[r], at=u_at[r], dest=u_dest[r], src=src, value=value
+                    )
 
 
 def _items(
@@ -513,7 +535,10 @@ def masked_scores(
                     _add_absolute_pair_terms(w, f_q[bi], f_k[bi], table, scores[bi], chunk)
                     continue
                 flat = scores[bi].view(-1)
-                for blk in _pair_blocks(w, f_q[bi], f_k[bi], table, rotary, pos[bi], chunk):
+                blocks = _pair_blocks(
+                    w, f_q[bi], f_k[bi], table, rotary, pos[bi], chunk, merge=True
+                )
+                for blk in blocks:
                     # Sources after dest land in cells the causal mask overwrites below.
                     idx = blk.at[:, None] + blk.src[None, :]
                     flat.scatter_add_(0, idx.view(-1), blk.value.view(-1))
