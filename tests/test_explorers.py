@@ -197,3 +197,15 @@ def test_a_new_prompt_resets_the_window_and_clicks_count_from_it(tiny_llama_adap
     assert (d["dest"], d["src"]) == (45, 42) and view.error == ""
     view.prompt = text + " again"
     assert view.window == [] and view.offset == 0 and view.decomposition == {}
+
+
+def test_a_dictionary_for_another_model_is_a_message_in_the_widget(tiny_llama_adapter, qk):
+    from attnviz.models.nnsight_adapter import NNsightAdapter
+    from tests.tiny_models import tiny_gpt2
+
+    gpt2 = NNsightAdapter(
+        tiny_gpt2(seed=0), tiny_llama_adapter.tokenizer, "tiny-gpt2", bos_token_id=0
+    )
+    view = PairExplorer(gpt2, TEXT, qk=qk)  # no exception: the widget shows it
+    assert "does not fit tiny-gpt2" in view.error and "attnviz.load_model(" in view.error
+    assert view.panels == {} and view.tokens == []

@@ -31,3 +31,10 @@ test("density bins and activation shading", () => {
   assert.equal(fixed(null), "–");
   assert.equal(fixed(1.23456, 2), "1.23");
 });
+
+test("the mock decomposition adds up to its score", async () => {
+  const { mockState } = await import("./mock.js");
+  const { decomposition, feature_info: info } = mockState();
+  assert.equal(sumContributions(decomposition.rows), decomposition.score);
+  assert.equal(histogramBin(info.histogram.edges, info.log10_density), 2);
+});

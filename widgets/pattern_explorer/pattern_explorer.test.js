@@ -54,3 +54,13 @@ test("the tooltip names both tokens and the three values", () => {
   assert.equal(formatSigned(0.0001), "0.000");
   assert.equal(PANELS.length, 4);
 });
+
+test("the mock panels decode to five [heads, dest, src] arrays with masked futures", async () => {
+  const { mockState } = await import("./mock.js");
+  const state = mockState();
+  const { shape, data } = decodePanels(state.panels);
+  assert.deepEqual(shape, [3, 6, 6]);
+  assert.deepEqual(Object.keys(data).sort(), ["diff_masked", "diff_transcoder", "masked", "transcoder", "true"]);
+  assert.ok(Number.isNaN(data.true[1]) && !Number.isNaN(data.true[6]));
+  assert.ok(state.kl.masked.every((v, h) => v >= state.kl.transcoder[h])); // more blur, more KL
+});
