@@ -290,14 +290,17 @@ def _pair_blocks(
         yield from _blocks(w, f_q, f_k, table, rotary, positions, chunk, causal, merge)
 
 
-def _merge_rows(at: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Sum the rows [m, ...] that land on the same score row `at` [m]: (unique at, summed rows).
-    Pairs that share a key unit, a head and a destination then meet the sources once."""
-    uniq, inverse = torch.unique(at, return_inverse=True)
-    if uniq.numel() == at.numel():
-        return at, rows
-    merged = torch.zeros((uniq.numel(), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    return uniq, merged.index_add_(0, inverse, rows)
+def _merge_rows(
+    unit: Tensor, at: Tensor, rows: Tensor, cells: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sum the rows [m, ...] that share a key unit and a score row `at` (< cells): the unique
+    (unit, at), sorted by unit, and their summed rows. Pairs that share a key unit, a head and a
+    destination then meet the sources once. One sort for the whole item range."""
+    key, inverse = torch.unique(unit * cells + at, return_inverse=True)
+    if key.numel() == at.numel():
+        return unit, at, rows  # nothing shared (items already come grouped by unit)
+    merged = torch.zeros((key.numel(), *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    return key // cells, key % cells, merged.index_add_(0, inverse, rows)
 
 
 def _blocks(
@@ -349,32 +352,29 @@ def _blocks(
             dest = queries.pos[act] + start
             at = (head * n + dest) * n
             ident = table.ident[p]
+            side = coef  # what meets the key side: a coefficient, or (rotary) a query vector
             if rotary is not None:
-                qv = rq.index_select(0, act * H + head).mul_(coef[:, None])  # [m, D]
-            units, lengths = torch.unique_consecutive(table.unit[p], return_counts=True)
+                side = rq.index_select(0, act * H + head).mul_(coef[:, None])  # [m, D]
+            unit = table.unit[p]
+            if merge:
+                unit, at, side = _merge_rows(unit, at, side, H * n * n)
+                ident = torch.full_like(at, -1)
+                dest = (at // n) % n
+            units, lengths = torch.unique_consecutive(unit, return_counts=True)
             o = 0
             for u, length in zip(units.tolist(), lengths.tolist(), strict=True):
                 b, g = divmod(u, n_kv)
                 k0, k1 = kstart_l[b], kend_l[b]
                 src = kpos[k0:k1]
                 sub = max(1, chunk // (k1 - k0))  # bound the [m, n_src] block
-                unit_rows = slice(o, o + length)
-                o += length
-                u_at, u_ident, u_dest = at[unit_rows], ident[unit_rows], dest[unit_rows]
-                u_side = qv[unit_rows] if rotary is not None else coef[unit_rows]
-                if merge:
-                    u_at, u_side = _merge_rows(u_at, u_side)
-                    u_ident = torch.full_like(u_at, -1)
-                    u_dest = (u_at // n) % n
-                for r0 in range(0, u_at.numel(), sub):
-                    r = slice(r0, r0 + sub)
+                for r0 in range(o, o + length, sub):
+                    r = slice(r0, min(o + length, r0 + sub))
                     if rotary is not None:
-                        value = u_side[r] @ rk[k0:k1, g].T
+                        value = side[r] @ rk[k0:k1, g].T
                     else:
-                        value = u_side[r, None] * kval[None, k0:k1]
-                    yield PairBlock(
-                        pair=u_ident[r], at=u_at[r], dest=u_dest[r], src=src, value=value
-                    )
+                        value = side[r, None] * kval[None, k0:k1]
+                    yield PairBlock(pair=ident[r], at=at[r], dest=dest[r], src=src, value=value)
+                o += length
 
 
 def _items(
