@@ -19,7 +19,6 @@ import {
   markThumb,
   renderThumbs,
 } from "../shared/dom.js";
-import { drawPixels } from "../shared/heatmap.js";
 import { colorMax, FUTURE_COLOR, panelSource, patternPixels, statusOf } from "../shared/patterns.js";
 import { describeCell, formatValue, zoomWindow } from "../shared/tokens.js";
 
@@ -95,18 +94,10 @@ function render({ model, el: host }) {
   }
 
   function renderThumbnails() {
-    const decoded = source.decoded;
-    if (!decoded) {
-      thumbs.replaceChildren();
-      return;
-    }
-    const [heads, rows, cols] = decoded.shape;
-    renderThumbs(thumbs, heads, {
-      draw(canvas, h) {
-        const slice = source.slice("patterns", h);
-        const vmax = colorMax(slice, rows, cols, contrast.box.checked);
-        drawPixels(canvas, () => patternPixels(slice, rows, cols, vmax), rows, cols, THUMB_PX / Math.max(rows, cols, 1));
-      },
+    renderThumbs(thumbs, source.decoded?.shape, {
+      slice: (h) => source.slice("patterns", h),
+      px: THUMB_PX,
+      contrast: contrast.box.checked,
       caption: (h) => `head ${h}`,
       onSelect(h) {
         model.set("head", h);

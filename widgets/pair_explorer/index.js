@@ -18,7 +18,7 @@ import {
   renderThumbs,
   textEl,
 } from "../shared/dom.js";
-import { drawPixels, scaleColor } from "../shared/heatmap.js";
+import { scaleColor } from "../shared/heatmap.js";
 import { colorMax, panelSource, patternPixels, statusOf, thumbCaption } from "../shared/patterns.js";
 import { describeCell, displayToken, formatSigned } from "../shared/tokens.js";
 
@@ -279,19 +279,11 @@ function render({ model, el: host }) {
   }
 
   function renderThumbnails() {
-    const decoded = source.decoded;
-    if (!decoded) {
-      thumbs.replaceChildren();
-      return;
-    }
-    const [heads, rows, cols] = decoded.shape;
     const kl = model.get("kl") ?? {};
-    renderThumbs(thumbs, heads, {
-      draw(canvas, h) {
-        const s = slice(h);
-        const vmax = colorMax(s, rows, cols, contrast.box.checked);
-        drawPixels(canvas, () => patternPixels(s, rows, cols, vmax), rows, cols, THUMB_PX / Math.max(rows, cols, 1));
-      },
+    renderThumbs(thumbs, source.decoded?.shape, {
+      slice: (h) => slice(h),
+      px: THUMB_PX,
+      contrast: contrast.box.checked,
       caption: (h) => thumbCaption(h, kl),
       onSelect(h) {
         if (h === selectedHead()) return;

@@ -22,7 +22,6 @@ import {
   renderThumbs,
   textEl,
 } from "../shared/dom.js";
-import { drawPixels } from "../shared/heatmap.js";
 import {
   absMax,
   colorMax,
@@ -135,20 +134,11 @@ function render({ model, el: host }) {
   }
 
   function renderThumbnails() {
-    const decoded = source.decoded;
-    if (!decoded) {
-      thumbs.replaceChildren();
-      return;
-    }
-    const [heads, rows, cols] = decoded.shape;
     const kl = model.get("kl") ?? {};
-    renderThumbs(thumbs, heads, {
-      draw(canvas, h) {
-        const s = slice("true", h);
-        const vmax = colorMax(s, rows, cols, contrast.box.checked);
-        drawPixels(canvas, () => patternPixels(s, rows, cols, vmax), rows, cols, THUMB_PX / Math.max(rows, cols, 1));
-        canvas.title = `head ${h}: the model's pattern; KL of the transcoder ${formatKl(kl.transcoder?.[h])}`;
-      },
+    renderThumbs(thumbs, source.decoded?.shape, {
+      slice: (h) => slice("true", h),
+      px: THUMB_PX,
+      contrast: contrast.box.checked,
       caption: (h) => thumbCaption(h, kl),
       onSelect(h) {
         model.set("head", h);

@@ -4,6 +4,7 @@
 // values, never as HTML. Stable data-testid attributes name the parts for the browser tests.
 
 import { drawPixels, divergingColor, scaleColor } from "./heatmap.js";
+import { colorMax, patternPixels } from "./patterns.js";
 import { axisLabels, cellAt, cellSize, HEATMAP_PX, LABEL_MIN_PX, labelStride } from "./tokens.js";
 
 export const CSS = `
@@ -439,17 +440,22 @@ export function createTooltip(root) {
 }
 
 /**
- * One button per head, each with a canvas drawn by `draw(canvas, h)` and a caption from
- * `caption(h)`; `onSelect(h)` on click. Returns the buttons.
+ * One button per head of a decoded [heads, rows, cols] pattern (`shape`; null: none), each a
+ * `px`-pixel picture of `slice(h)` (scaled by colorMax, `contrast` as the widgets' checkbox)
+ * with the caption `caption(h)`; `onSelect(h)` on click.
  */
-export function renderThumbs(container, heads, { draw, caption, onSelect }) {
+export function renderThumbs(container, shape, { slice, px, contrast = false, caption, onSelect }) {
   container.replaceChildren();
+  if (!shape) return;
+  const [heads, rows, cols] = shape;
   container.style.gridTemplateColumns = `repeat(${Math.min(heads, Math.ceil(Math.sqrt(heads)))}, auto)`;
   for (let h = 0; h < heads; h++) {
     const button = el("button", "av-thumb", { type: "button", "data-testid": `thumb-${h}`, "data-head": String(h) });
     button.title = `head ${h}`;
     const canvas = el("canvas");
-    draw(canvas, h);
+    const values = slice(h);
+    const vmax = colorMax(values, rows, cols, contrast);
+    drawPixels(canvas, () => patternPixels(values, rows, cols, vmax), rows, cols, px / Math.max(rows, cols, 1));
     button.append(canvas, textEl("span", "av-caption", caption(h)));
     button.addEventListener("click", () => onSelect(h));
     container.append(button);
