@@ -83,8 +83,10 @@ def test_layers_without_dictionaries_and_bad_prompts_show_errors(tiny_llama_adap
 
 def test_dictionaries_are_checked_when_given(tiny_llama_adapter, qk):
     assert dictionaries_by_layer(tiny_llama_adapter, {1: qk}) == {1: qk}
-    with pytest.raises(ValueError, match="trained on layer 1"):
-        dictionaries_by_layer(tiny_llama_adapter, {0: qk})
+    # a dictionary filed under another layer: the widget starts and says what is wrong
+    view = PatternExplorer(tiny_llama_adapter, TEXT, qk={0: qk})
+    assert view.layers == [0] and view.panels == {}
+    assert "trained on layer 1 of" in view.error and "not layer 0" in view.error
     with pytest.raises(ValueError, match="two dictionaries for layer 1"):
         dictionaries_by_layer(tiny_llama_adapter, [qk, qk])
     with pytest.raises(TypeError, match="QKDictionary"):

@@ -39,14 +39,12 @@ def dictionaries_by_layer(model: ModelAdapter, qk: QKInput) -> dict[int, QKDicti
     for layer, d in items:
         if not isinstance(d, QKDictionary):
             raise TypeError(f"qk must hold QKDictionary objects, got {type(d).__name__}")
-        layer = d.cfg.layer if layer is None else layer
-        if int(layer) != d.cfg.layer:
-            raise ValueError(
-                f"the dictionary given for layer {layer} was trained on layer {d.cfg.layer}"
-            )
-        if d.cfg.layer in out:
-            raise ValueError(f"two dictionaries for layer {d.cfg.layer}: give one per layer")
-        out[d.cfg.layer] = d
+        # A mapping may pair a layer with a dictionary trained on another one: the widget says
+        # so when that layer is shown (check_compatible), rather than refusing to start.
+        layer = d.cfg.layer if layer is None else int(layer)
+        if layer in out:
+            raise ValueError(f"two dictionaries for layer {layer}: give one per layer")
+        out[layer] = d
     return dict(sorted(out.items()))
 
 
@@ -96,6 +94,7 @@ class QKWidget(PromptWidget):
 
     def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         qk = self.dictionary_for(layer)
+        qk.check_compatible(self._model.spec, layer)  # another model's, or another layer's
         rec = reconstruct(self._model, qk, tokens)
         if rec.n_tokens > self._max_size:  # kept for clicks and windows at half the memory
             rec.true, rec.transcoder = rec.true.half(), rec.transcoder.half()
