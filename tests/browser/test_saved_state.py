@@ -59,5 +59,14 @@ def test_saved_widget_state_renders_without_a_kernel(lab, browser, screenshots):
         assert "showing tokens 100–163" in root.get_by_test_id("status").text_content()
         assert root.get_by_test_id("heatmap").evaluate("c => c.toDataURL()") == live
         page.screenshot(path=str(screenshots / "saved_state.png"))
+        # nothing behind the view answers a new prompt: the widget says so instead of spinning
+        box = root.get_by_test_id("prompt")
+        box.fill("a prompt no kernel will see")
+        box.press("Enter")
+        page.wait_for_function(
+            """() => document.querySelector('[data-testid="attention-view"] [data-testid="status"]')
+                .textContent.startsWith("no answer from the kernel")""",
+            timeout=40_000,
+        )
     finally:
         context.close()

@@ -68,6 +68,11 @@ export const CSS = `
 .attnviz .av-context span.av-center { outline: 1.5px solid #1b1b1b; }
 `;
 
+/** How long a request may go without any answer before the widget says no kernel answers. */
+export const NO_ANSWER_MS = 15_000;
+const NO_ANSWER =
+  "no answer from the kernel yet: it may be busy with another cell, or gone (re-run the widget's cell to reconnect)";
+
 /** A new element with a class and attributes (attribute values are text). */
 export function el(tag, className = "", attrs = {}) {
   const node = document.createElement(tag);
@@ -133,6 +138,14 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
   }
 
   let pending = false; // a request sent from here that the kernel has not answered yet
+  let stalled = false; // ... and nothing at all came back for NO_ANSWER_MS
+  let waiting = null;
+
+  function heard() {
+    clearTimeout(waiting);
+    waiting = null;
+    stalled = false;
+  }
 
   function busy() {
     return Boolean(model.get("busy")) || pending;
@@ -162,7 +175,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
 
   function renderStatus() {
     const now = busy();
-    status.textContent = now ? "computing…" : statusText();
+    status.textContent = now ? (stalled ? NO_ANSWER : "computing…") : statusText();
     status.classList.toggle("av-busy", now);
     root.dataset.busy = String(now);
     body.classList.toggle("av-stale", now);
@@ -178,8 +191,17 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
   function request(changes) {
     if (isStatic) return;
     pending = true;
+    heard();
+    waiting = setTimeout(() => {
+      stalled = pending;
+      renderStatus();
+    }, NO_ANSWER_MS);
     for (const [name, value] of Object.entries(changes)) model.set(name, value);
-    model.save_changes();
+    try {
+      model.save_changes();
+    } catch (err) {
+      stalled = true; // no connection to a kernel at all (say, a notebook opened from saved state)
+    }
     renderStatus();
   }
 
@@ -204,6 +226,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     "change:layers": renderControls,
     "change:window": () => {
       pending = false;
+      heard();
       renderControls();
       renderStatus();
     },
@@ -213,9 +236,11 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     },
     "change:error": () => {
       pending = false;
+      heard();
       renderStatus();
     },
     "change:busy": () => {
+      heard();
       if (!model.get("busy")) pending = false;
       renderStatus();
     },
@@ -232,8 +257,10 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
     /** The kernel answered with new data. */
     settled() {
       pending = false;
+      heard();
     },
     dispose() {
+      clearTimeout(waiting);
       for (const [event, handler] of Object.entries(handlers)) model.off(event, handler);
     },
   };
