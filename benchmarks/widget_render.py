@@ -384,19 +384,15 @@ def jupyterlab() -> Iterator[Any]:
 
 def lab_rows(browser: Any, first: str, texts: list[str], n: int) -> list[dict]:
     with jupyterlab() as lab:
+        from tests.browser.lab import open_and_run  # importable once jupyterlab() set the path
+
         lab.write_notebook("bench.ipynb", [LAB_CELL.format(first=first, layer=LAYER)])
         context = browser.new_context(viewport={"width": 1600, "height": 1200})
         page = context.new_page()
         page.on("dialog", lambda dialog: dialog.dismiss())
         try:
             start = time.perf_counter()
-            page.goto(lab.notebook_url("bench.ipynb"))
-            page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
-            page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
-            page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-            page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
-            with contextlib.suppress(Exception):  # should it ask for a kernel, take the default
-                page.locator(".jp-Dialog .jp-mod-accept").click(timeout=3_000)
+            open_and_run(lab, page, "bench.ipynb")
             for name in WIDGETS:
                 _, root, canvas = WIDGETS[name]
                 page.wait_for_function(

@@ -39,6 +39,16 @@ def _input_fields(qk: QKDictionary) -> tuple[str, ...]:
     return ("resid_normed",) if qk.is_transcoder else ("q", "k")
 
 
+def _coder_inputs(qk: QKDictionary, acts: Any) -> dict[str, Tensor | None]:
+    """What the dictionary reads from a layer's AttentionActivations (resid_normed, or q and
+    k), moved to the dictionary's device and dtype: keyword arguments for qk(...) / qk.encode."""
+    device, dtype = _place(qk)
+    return {
+        name: None if x is None else x.to(device=device, dtype=dtype)
+        for name, x in (("resid_normed", acts.resid_normed), ("q", acts.q), ("k", acts.k))
+    }
+
+
 def _feature_column(coder: SparseCoder, x: Tensor, feature: int) -> Tensor:
     """One feature's activation [...] without computing the others (for a plain SparseCoder)."""
     if type(coder).encode is SparseCoder.encode and type(coder).pre_activation is (
@@ -164,17 +174,12 @@ class FeatureActivations:
             raise ValueError("FeatureActivations needs at least one context of tokens")
         self.adapter, self.qk, self.tokens = adapter, qk, tokens
         self.layer = qk.cfg.layer
-        device, dtype = _place(qk)
         f_q, f_k = [], []
         for start in range(0, tokens.shape[0], batch_size):
             batch = tokens[start : start + batch_size]
             acts = adapter.attention(batch, self.layer, _input_fields(qk))
-
-            def here(x: Tensor | None) -> Tensor | None:
-                return None if x is None else x.to(device=device, dtype=dtype)
-
             with torch.no_grad():
-                a, b = qk.encode(here(acts.resid_normed), here(acts.q), here(acts.k))
+                a, b = qk.encode(**_coder_inputs(qk, acts))
             f_q.append(a.half().cpu())
             f_k.append(b.half().cpu())
         self._acts = {"q": torch.cat(f_q), "k": torch.cat(f_k)}

@@ -14,13 +14,12 @@ import torch
 from torch import Tensor
 
 from attnviz.dictionaries.pair_table import PairTable
-from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
 
-from attnviz.analysis.feature_examples import _input_fields, _place, _tokens_of
+from attnviz.analysis.feature_examples import _coder_inputs, _input_fields, _place, _tokens_of
 from attnviz.analysis.qk_metrics import (
     MaskedPatternFn,
     PatternMean,
@@ -33,6 +32,7 @@ from attnviz.analysis.qk_metrics import (
     patched_losses,
     uniform_causal_pattern,
 )
+from attnviz.analysis.qk_pairs import _on
 
 # ---- the whole evaluation --------------------------------------------------------------------
 
@@ -91,12 +91,6 @@ class QKReport:
         }
 
 
-def _rotary_on(rotary: Rotary | None, device: torch.device) -> Rotary | None:
-    if rotary is None:
-        return None
-    return Rotary(rotary.cos.to(device), rotary.sin.to(device), rotary.adjacent_pairs)
-
-
 def evaluate_qk(
     adapter: ModelAdapter,
     qk: QKDictionary,
@@ -139,7 +133,7 @@ def evaluate_qk(
 
         masked_pattern_fn = pattern_from_features
     heads = adapter.spec.n_heads
-    device, dtype = _place(qk)
+    device, _ = _place(qk)
     pairs_here = pairs.to(device) if pairs is not None else None
 
     # Pass 1: the mean pattern for each context length.
@@ -166,13 +160,8 @@ def evaluate_qk(
         acts = adapter.attention(tokens, layer, fields)
         assert acts.pattern is not None and acts.q is not None and acts.k is not None
 
-        def here(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x.to(device=device, dtype=dtype)
-
         with torch.no_grad():
-            q_hat, k_hat, f_q, f_k = qk(
-                resid_normed=here(acts.resid_normed), q=here(acts.q), k=here(acts.k)
-            )
+            q_hat, k_hat, f_q, f_k = qk(**_coder_inputs(qk, acts))
             recon = adapter.pattern_from_qk(
                 q_hat.to(adapter.device, torch.float32), k_hat.to(adapter.device, torch.float32),
                 layer,
@@ -185,7 +174,7 @@ def evaluate_qk(
             kl_recon.append(kl_rows(acts.pattern, recon).transpose(0, 1).reshape(heads, -1).cpu())
             if use_masked:
                 assert masked_pattern_fn is not None
-                rotary = _rotary_on(adapter.rotary(layer, n), device)
+                rotary = _on(adapter.rotary(layer, n), device)
                 masked = masked_pattern_fn(qk, f_q, f_k, pairs_here, rotary)
                 masked = masked.to(adapter.device, torch.float32)
                 candidates["masked"] = masked

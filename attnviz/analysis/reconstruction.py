@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attnviz.analysis.feature_examples import _place
+from attnviz.analysis.feature_examples import _coder_inputs, _input_fields, _place
 from attnviz.analysis.qk_metrics import kl_rows
-from attnviz.analysis.qk_pairs import decompose_score, masked_scores
+from attnviz.analysis.qk_pairs import _on, decompose_score, masked_scores
 from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:
@@ -135,27 +135,15 @@ def reconstruct(adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor) -> Reco
     if tokens.shape[0] != 1:
         raise ValueError(f"reconstruct takes one prompt, got a batch of {tokens.shape[0]}")
     n = tokens.shape[1]
-    fields = ["pattern", "resid_normed"] if qk.is_transcoder else ["pattern", "q", "k"]
-    acts = adapter.attention(tokens, layer, fields)
+    acts = adapter.attention(tokens, layer, ["pattern", *_input_fields(qk)])
     assert acts.pattern is not None
-    device, dtype = _place(qk)
-
-    def here(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.to(device=device, dtype=dtype)
-
+    device, _ = _place(qk)
     with torch.no_grad():
-        q_hat, k_hat, f_q, f_k = qk(
-            resid_normed=here(acts.resid_normed), q=here(acts.q), k=here(acts.k)
-        )
+        q_hat, k_hat, f_q, f_k = qk(**_coder_inputs(qk, acts))
         transcoder = adapter.pattern_from_qk(
             q_hat.to(adapter.device, torch.float32), k_hat.to(adapter.device, torch.float32), layer
         )[0]
-        rotary = adapter.rotary(layer, n)
-        rotary_here = (
-            None
-            if rotary is None
-            else Rotary(rotary.cos.to(device), rotary.sin.to(device), rotary.adjacent_pairs)
-        )
+        rotary_here = _on(adapter.rotary(layer, n), device)
         masked = None
         if qk.pairs is not None:
             scores = masked_scores(qk, f_q[0], f_k[0], qk.pairs.to(device), rotary_here)

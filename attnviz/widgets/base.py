@@ -244,11 +244,7 @@ class PromptWidget(anywidget.AnyWidget):
         shown = getattr(self, "_shown_layer", None)
         if shown is None or shown == self.layer:
             return
-        self._ready = False  # no recomputation: the picture already is of that layer
-        try:
-            self.layer = shown
-        finally:
-            self._ready = True
+        self._quietly("layer", shown)  # no recomputation: the picture already is of that layer
 
     def pool_factor(self, n: int) -> int:
         """Block size that brings an n-token pattern within ``max_size`` cells a side."""

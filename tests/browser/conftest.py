@@ -12,9 +12,7 @@ browser download does not work here.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,29 +83,6 @@ def page(browser: Any) -> Iterator[Any]:
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS
-
-
-def run_all_cells(lab: Lab, page: Any, notebook: Path | str, screenshots: Path) -> list[str]:
-    """Open a notebook in JupyterLab (a file is copied into the server's root first; a name must
-    already be there), wait for its kernel, and "Run All Cells". Returns the list page errors are
-    collected into from now on."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    name = notebook
-    if isinstance(notebook, Path):
-        shutil.copy(notebook, lab.root / notebook.name)
-        name = notebook.name
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
-    page.goto(lab.notebook_url(str(name)))
-    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
-    # Run only once the kernel is up: earlier, JupyterLab asks which kernel to start.
-    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
-    with contextlib.suppress(PlaywrightTimeout):  # should it ask all the same, take its kernel
-        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=3_000)
-    return errors
 
 
 def wait_for_widget(page: Any, lab: Lab, testid: str, screenshots: Path, errors: list[str],

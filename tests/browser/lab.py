@@ -8,9 +8,11 @@ process id if it is still running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,3 +174,32 @@ def running_lab(base: Path) -> Iterator[Lab]:
         yield server
     finally:
         stop_lab(server)
+
+
+def run_all(page: Any, timeout_ms: int = 90_000) -> None:
+    """In an open notebook page (JupyterLab or Notebook 7): "Run All Cells" from the Run menu,
+    taking the default kernel should a dialog ask for one."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click(timeout=timeout_ms)
+    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+    with contextlib.suppress(PlaywrightTimeout):
+        page.locator(".jp-Dialog .jp-mod-accept").click(timeout=3_000)
+
+
+def open_and_run(lab: Lab, page: Any, notebook: Path | str) -> list[str]:
+    """Open a notebook in JupyterLab (a file is copied into the server's root first; a name must
+    already be there), wait until its kernel is idle, and run all cells. Returns the list page
+    errors are collected into from now on."""
+    name = notebook
+    if isinstance(notebook, Path):
+        shutil.copy(notebook, lab.root / notebook.name)
+        name = notebook.name
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(lab.notebook_url(str(name)))
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
+    # Run only once the kernel is up: earlier, JupyterLab asks which kernel to start.
+    page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
+    run_all(page)
+    return errors

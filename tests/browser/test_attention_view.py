@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import TUTORIALS, notebook_finished, run_all_cells, wait_for_widget
+from tests.browser.conftest import TUTORIALS, notebook_finished, wait_for_widget
+from tests.browser.lab import open_and_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -74,7 +75,7 @@ def shot(view: Any, screenshots: Path, name: str) -> None:
 @pytest.fixture(scope="module")
 def view(lab, page, screenshots, tiny_tokenizer):
     """The AttentionView of tutorial 01, after "Run All Cells", set to layer 3 and PROMPT."""
-    errors = run_all_cells(lab, page, TUTORIAL, screenshots)
+    errors = open_and_run(lab, page, TUTORIAL)
     root = wait_for_widget(page, lab, "attention-view", screenshots, errors, WIDGET_TIMEOUT_MS)
     notebook_finished(page)  # the kernel answers the widget between cells, so let them finish
     page.screenshot(path=str(screenshots / "tutorial_01.png"), full_page=True)

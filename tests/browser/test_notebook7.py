@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.browser.lab import run_all
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "notebook7.ipynb"
@@ -46,8 +48,7 @@ def notebook7(lab, page, screenshots) -> Any:
     assert page.locator("#main-panel, .jp-LabShell").count() >= 1
     assert "/lab" not in page.url  # the Notebook 7 page, not JupyterLab
     kernel_idle(lab)
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+    run_all(page)
     for testid in ("attention-view", "pair-explorer"):
         page.get_by_test_id(testid).locator('[data-testid="token-label"]').first.wait_for(
             timeout=TIMEOUT_MS

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import TUTORIALS, notebook_finished, run_all_cells, wait_for_widget
+from tests.browser.conftest import TUTORIALS, notebook_finished, wait_for_widget
+from tests.browser.lab import open_and_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,7 +48,7 @@ def submit(root: Any, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def widgets(lab, page, screenshots) -> dict[str, Any]:
-    errors = run_all_cells(lab, page, TUTORIAL, screenshots)
+    errors = open_and_run(lab, page, TUTORIAL)
     found = {
         testid: wait_for_widget(page, lab, testid, screenshots, errors)
         for testid in ("pattern-explorer", "pair-explorer")

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.browser.lab import open_and_run
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "saved_state.ipynb"
@@ -27,10 +29,7 @@ def test_saved_widget_state_renders_without_a_kernel(lab, browser, screenshots):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     try:
-        page.goto(lab.notebook_url(NOTEBOOK))
-        page.locator(".jp-StatusBar-Widget", has_text="| Idle").first.wait_for(timeout=90_000)
-        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-        page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+        open_and_run(lab, page, NOTEBOOK)
         root = page.get_by_test_id("attention-view")
         root.locator('[data-testid="token-label"]').first.wait_for(timeout=240_000)
         root.get_by_test_id("thumb-7").click()

@@ -15,7 +15,6 @@ import {
   createPanel,
   createTooltip,
   el,
-  listen,
   markThumb,
   renderThumbs,
 } from "../shared/dom.js";
@@ -139,7 +138,7 @@ function render({ model, el: host }) {
   });
 
   const scheduleAll = batched(renderAll);
-  const stop = listen(model, {
+  frame.listen({
     "change:patterns": scheduleAll,
     "change:tokens": scheduleAll,
     "change:downsampled": scheduleAll,
@@ -152,10 +151,7 @@ function render({ model, el: host }) {
   });
   renderAll();
 
-  return () => {
-    stop();
-    frame.dispose();
-  };
+  return frame.dispose;
 }
 
 export default { render };

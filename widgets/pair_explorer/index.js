@@ -13,7 +13,6 @@ import {
   createPanel,
   createTooltip,
   el,
-  listen,
   markThumb,
   renderThumbs,
   textEl,
@@ -368,7 +367,7 @@ function render({ model, el: host }) {
   });
 
   const scheduleAll = batched(renderAll);
-  const stop = listen(model, {
+  frame.listen({
     "change:panels": scheduleAll,
     "change:tokens": scheduleAll,
     "change:downsampled": scheduleAll,
@@ -401,10 +400,7 @@ function render({ model, el: host }) {
   });
   renderAll();
 
-  return () => {
-    stop();
-    frame.dispose();
-  };
+  return frame.dispose;
 }
 
 export default { render };

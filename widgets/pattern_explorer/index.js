@@ -17,7 +17,6 @@ import {
   createPanel,
   createTooltip,
   el,
-  listen,
   markThumb,
   renderThumbs,
   textEl,
@@ -224,7 +223,7 @@ function render({ model, el: host }) {
   diffSelect.addEventListener("change", renderPanels);
 
   const scheduleAll = batched(renderAll);
-  const stop = listen(model, {
+  frame.listen({
     "change:panels": scheduleAll,
     "change:tokens": scheduleAll,
     "change:downsampled": scheduleAll,
@@ -240,10 +239,7 @@ function render({ model, el: host }) {
   });
   renderAll();
 
-  return () => {
-    stop();
-    frame.dispose();
-  };
+  return frame.dispose;
 }
 
 export default { render };

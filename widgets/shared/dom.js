@@ -245,7 +245,7 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
       renderStatus();
     },
   };
-  for (const [event, handler] of Object.entries(handlers)) model.on(event, handler);
+  const stops = [listen(model, handlers)];
   renderControls();
 
   return {
@@ -259,9 +259,13 @@ export function createFrame(model, { testid, extraControls = [], statusText, has
       pending = false;
       heard();
     },
+    /** Listen to the widget's own trait events too; dispose() stops them with the frame's. */
+    listen(more) {
+      stops.push(listen(model, more));
+    },
     dispose() {
       clearTimeout(waiting);
-      for (const [event, handler] of Object.entries(handlers)) model.off(event, handler);
+      for (const stop of stops) stop();
     },
   };
 }
