@@ -3,50 +3,19 @@ around each one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import Tensor
 
+from attnviz.data.contexts import token_batch
 from attnviz.dictionaries.sparse_coder import SparseCoder
 
 if TYPE_CHECKING:
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
-
-
-# ---- running a dictionary --------------------------------------------------------------------
-
-
-def _tokens_of(batch: Tensor | Mapping[str, Tensor] | Sequence[Sequence[int]]) -> Tensor:
-    """Token ids [b, n] (long, on the CPU) from a tensor or an ActivationStore batch dict."""
-    if isinstance(batch, Mapping):
-        batch = batch["tokens"]
-    tokens = torch.as_tensor(batch).long().cpu()
-    if tokens.ndim == 1:
-        tokens = tokens[None]
-    return tokens
-
-
-def _place(qk: QKDictionary) -> tuple[torch.device, torch.dtype]:
-    p = next(qk.parameters())
-    return p.device, p.dtype
-
-
-def _input_fields(qk: QKDictionary) -> tuple[str, ...]:
-    return ("resid_normed",) if qk.is_transcoder else ("q", "k")
-
-
-def _coder_inputs(qk: QKDictionary, acts: Any) -> dict[str, Tensor | None]:
-    """What the dictionary reads from a layer's AttentionActivations (resid_normed, or q and
-    k), moved to the dictionary's device and dtype: keyword arguments for qk(...) / qk.encode."""
-    device, dtype = _place(qk)
-    return {
-        name: None if x is None else x.to(device=device, dtype=dtype)
-        for name, x in (("resid_normed", acts.resid_normed), ("q", acts.q), ("k", acts.k))
-    }
 
 
 def _feature_column(coder: SparseCoder, x: Tensor, feature: int) -> Tensor:
@@ -87,7 +56,7 @@ def max_activating_examples(
         raise ValueError("k must be >= 1 and window >= 0")
     layer = qk.cfg.layer
     field_name = "resid_normed" if qk.is_transcoder else side
-    device, dtype = _place(qk)
+    device, dtype = qk.device, qk.dtype
 
     best_act = torch.empty(0)
     best_ctx = torch.empty(0, dtype=torch.long)
@@ -95,7 +64,7 @@ def max_activating_examples(
     kept: dict[int, tuple[Tensor, Tensor]] = {}  # context -> (tokens [n], activations [n])
     offset = 0
     for item in token_batches:
-        tokens = _tokens_of(item)
+        tokens = token_batch(item)
         b, n = tokens.shape
         x = getattr(adapter.attention(tokens, layer, (field_name,)), field_name)
         if not qk.is_transcoder:
@@ -169,7 +138,7 @@ class FeatureActivations:
     def __init__(
         self, adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor, batch_size: int = 8
     ) -> None:
-        tokens = _tokens_of(tokens)
+        tokens = token_batch(tokens)
         if tokens.numel() == 0:
             raise ValueError("FeatureActivations needs at least one context of tokens")
         self.adapter, self.qk, self.tokens = adapter, qk, tokens
@@ -177,9 +146,9 @@ class FeatureActivations:
         f_q, f_k = [], []
         for start in range(0, tokens.shape[0], batch_size):
             batch = tokens[start : start + batch_size]
-            acts = adapter.attention(batch, self.layer, _input_fields(qk))
+            acts = adapter.attention(batch, self.layer, qk.input_fields)
             with torch.no_grad():
-                a, b = qk.encode(**_coder_inputs(qk, acts))
+                a, b = qk.encode(**qk.inputs(acts))
             f_q.append(a.half().cpu())
             f_k.append(b.half().cpu())
         self._acts = {"q": torch.cat(f_q), "k": torch.cat(f_k)}

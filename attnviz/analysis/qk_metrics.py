@@ -31,7 +31,7 @@ from torch import Tensor
 
 from attnviz.analysis.patterns import causal_mask
 from attnviz.dictionaries.pair_table import PairTable
-from attnviz.models.adapter import ReplacePattern
+from attnviz.models.interventions import ReplacePattern
 from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:

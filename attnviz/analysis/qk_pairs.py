@@ -87,12 +87,6 @@ def _weights(qk: QKDictionary, device: torch.device | None = None) -> _Weights:
     )  # fmt: skip
 
 
-def _on(rotary: Rotary | None, device: torch.device) -> Rotary | None:
-    if rotary is None or rotary.cos.device == device:
-        return rotary
-    return Rotary(rotary.cos.to(device), rotary.sin.to(device), rotary.adjacent_pairs)
-
-
 @contextmanager
 def _one_thread(device: torch.device) -> Iterator[None]:
     """Run on one CPU thread (restoring the count after). The sparse path is thousands of small
@@ -179,7 +173,7 @@ def feature_map(
             raise ValueError(
                 f"offset {offset} is outside the rotary tables (0..{rotary.n_pos - 1})"
             )
-        rotary = _on(rotary, dq.device)
+        rotary = rotary.to(dq.device) if rotary is not None else None
         dq = _rotate(rotary, dq, torch.full((dq.shape[0],), offset, device=dq.device))
         dk = _rotate(rotary, dk, torch.zeros(dk.shape[0], dtype=torch.long, device=dk.device))
     dk = expand_kv_heads(dk, w.n_heads)
@@ -444,7 +438,7 @@ def pair_contributions(
     # No torch.no_grad() here: it would stay on in the caller's code between blocks. The
     # weights are detached, so blocks carry no graph unless the activations do.
     w = _weights(qk, device)
-    rotary = _on(rotary, device)
+    rotary = rotary.to(device) if rotary is not None else None
     pos = _positions(positions, 1, f_q.shape[0], rotary, device)[0]
     table = _prepare(w, pairs, rotary, chunk)
     yield from _pair_blocks(w, f_q.float(), f_k.float(), table, rotary, pos, chunk, causal)
@@ -514,7 +508,7 @@ def masked_scores(
     device = f_q.device
     with torch.no_grad(), _one_thread(device):
         w = _weights(qk, device)
-        rotary = _on(rotary, device)
+        rotary = rotary.to(device) if rotary is not None else None
         f_q, f_k = f_q.float(), f_k.float()
         batch, n = f_q.shape[:2]
         pos = _positions(positions, batch, n, rotary, device)
@@ -574,7 +568,7 @@ def dense_masked_scores(
     device = f_q.device
     with torch.no_grad():
         w = _weights(qk, device)
-        rotary = _on(rotary, device)
+        rotary = rotary.to(device) if rotary is not None else None
         f_q, f_k = f_q.float(), f_k.float()
         batch, n = f_q.shape[:2]
         pos = _positions(positions, batch, n, rotary, device)
@@ -654,7 +648,7 @@ def decompose_score(
     device = f_q_i.device
     with torch.no_grad(), _one_thread(device):
         w = _weights(qk, device)
-        rotary = _on(rotary, device)
+        rotary = rotary.to(device) if rotary is not None else None
         g = head // w.group
         f_q_i, f_k_j = f_q_i.float(), f_k_j.float()
         a = f_q_i.nonzero()[:, 0]
@@ -742,7 +736,7 @@ def rank_pairs(
     device = f_q.device
     with torch.no_grad(), _one_thread(device):
         w = _weights(qk, device)
-        rotary = _on(rotary, device)
+        rotary = rotary.to(device) if rotary is not None else None
         if pairs is None:
             c = qk.cfg
             pairs = PairTable.full(c.d_hidden_q, c.d_hidden_k, c.n_heads)

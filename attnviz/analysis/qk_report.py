@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
 
-from attnviz.analysis.feature_examples import _coder_inputs, _input_fields, _place, _tokens_of
 from attnviz.analysis.qk_metrics import (
     MaskedPatternFn,
     PatternMean,
@@ -32,7 +31,7 @@ from attnviz.analysis.qk_metrics import (
     patched_losses,
     uniform_causal_pattern,
 )
-from attnviz.analysis.qk_pairs import _on
+from attnviz.data.contexts import token_batch
 
 # ---- the whole evaluation --------------------------------------------------------------------
 
@@ -122,7 +121,7 @@ def evaluate_qk(
     layer = qk.cfg.layer
     qk.check_compatible(adapter.spec)
     adapter.check_layer(layer)
-    batches = [_tokens_of(b) for b in token_batches]
+    batches = [token_batch(b) for b in token_batches]
     if not batches:
         raise ValueError("evaluate_qk needs at least one batch of tokens")
     if pairs is None and masked_pattern_fn is None:
@@ -133,7 +132,7 @@ def evaluate_qk(
 
         masked_pattern_fn = pattern_from_features
     heads = adapter.spec.n_heads
-    device, _ = _place(qk)
+    device = qk.device
     pairs_here = pairs.to(device) if pairs is not None else None
 
     # Pass 1: the mean pattern for each context length.
@@ -145,7 +144,7 @@ def evaluate_qk(
     mean_patterns = {n: m.mean().to(adapter.device) for n, m in means.items()}
 
     # Pass 2.
-    fields = ("pattern", "q", "k", *(f for f in _input_fields(qk) if f not in ("q", "k")))
+    fields = ("pattern", "q", "k", *(f for f in qk.input_fields if f not in ("q", "k")))
     kl_recon: list[Tensor] = []
     kl_masked: list[Tensor] = []
     active_q = active_k = 0
@@ -161,7 +160,7 @@ def evaluate_qk(
         assert acts.pattern is not None and acts.q is not None and acts.k is not None
 
         with torch.no_grad():
-            q_hat, k_hat, f_q, f_k = qk(**_coder_inputs(qk, acts))
+            q_hat, k_hat, f_q, f_k = qk(**qk.inputs(acts))
             recon = adapter.pattern_from_qk(
                 q_hat.to(adapter.device, torch.float32), k_hat.to(adapter.device, torch.float32),
                 layer,
@@ -174,7 +173,8 @@ def evaluate_qk(
             kl_recon.append(kl_rows(acts.pattern, recon).transpose(0, 1).reshape(heads, -1).cpu())
             if use_masked:
                 assert masked_pattern_fn is not None
-                rotary = _on(adapter.rotary(layer, n), device)
+                rotary = adapter.rotary(layer, n)
+                rotary = rotary.to(device) if rotary is not None else None
                 masked = masked_pattern_fn(qk, f_q, f_k, pairs_here, rotary)
                 masked = masked.to(adapter.device, torch.float32)
                 candidates["masked"] = masked

@@ -15,9 +15,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attnviz.analysis.feature_examples import _coder_inputs, _input_fields, _place
 from attnviz.analysis.qk_metrics import kl_rows
-from attnviz.analysis.qk_pairs import _on, decompose_score, masked_scores
+from attnviz.analysis.qk_pairs import decompose_score, masked_scores
 from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ class Reconstruction:
             )
 
     def _at(self, rows: list[int]) -> tuple[Tensor, Tensor, Tensor]:
-        device, _ = _place(self.qk)
+        device = self.qk.device
         idx = torch.tensor(rows)
         return self.f_q[idx].to(device), self.f_k[idx].to(device), idx.to(device)
 
@@ -116,7 +115,7 @@ class Reconstruction:
         """The cell's score split into its top feature pairs, the other pairs and the bias terms
         (attnviz.analysis.qk_pairs.decompose_score); the contributions add up to `score`."""
         self._check_cell(head, dest, src)
-        device, _ = _place(self.qk)
+        device = self.qk.device
         rotary = self.rotary
         return decompose_score(
             self.qk, self.f_q[dest].to(device), self.f_k[src].to(device), dest, src, head,
@@ -135,15 +134,16 @@ def reconstruct(adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor) -> Reco
     if tokens.shape[0] != 1:
         raise ValueError(f"reconstruct takes one prompt, got a batch of {tokens.shape[0]}")
     n = tokens.shape[1]
-    acts = adapter.attention(tokens, layer, ["pattern", *_input_fields(qk)])
+    acts = adapter.attention(tokens, layer, ["pattern", *qk.input_fields])
     assert acts.pattern is not None
-    device, _ = _place(qk)
+    device = qk.device
     with torch.no_grad():
-        q_hat, k_hat, f_q, f_k = qk(**_coder_inputs(qk, acts))
+        q_hat, k_hat, f_q, f_k = qk(**qk.inputs(acts))
         transcoder = adapter.pattern_from_qk(
             q_hat.to(adapter.device, torch.float32), k_hat.to(adapter.device, torch.float32), layer
         )[0]
-        rotary_here = _on(adapter.rotary(layer, n), device)
+        rotary_here = adapter.rotary(layer, n)
+        rotary_here = rotary_here.to(device) if rotary_here is not None else None
         masked = None
         if qk.pairs is not None:
             scores = masked_scores(qk, f_q[0], f_k[0], qk.pairs.to(device), rotary_here)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -111,3 +111,14 @@ def _stack(rows: Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
     it = iter(rows)
     while batch := list(itertools.islice(it, batch_size)):
         yield torch.stack(batch)
+
+
+def token_batch(batch: Tensor | Mapping[str, Tensor] | Sequence[Sequence[int]]) -> Tensor:
+    """Token ids [b, n] (long, on the CPU) from a tensor, nested lists or an ActivationStore
+    batch dict (its "tokens")."""
+    if isinstance(batch, Mapping):
+        batch = batch["tokens"]
+    tokens = torch.as_tensor(batch).long().cpu()
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    return tokens

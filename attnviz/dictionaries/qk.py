@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from attnviz._version import __version__
@@ -106,12 +107,40 @@ class QKDictionary(nn.Module):
     def is_transcoder(self) -> bool:
         return self.cfg.architecture == "qk_transcoder"
 
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """The AttentionActivations fields the coders read."""
+        return ("resid_normed",) if self.is_transcoder else ("q", "k")
+
+    @property
+    def device(self) -> torch.device:
+        return self.query.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.query.W_enc.dtype
+
+    def inputs(self, acts: Any) -> dict[str, Tensor | None]:
+        """What the dictionary reads from a layer's AttentionActivations (resid_normed, or q and
+        k), on the dictionary's device and dtype: keyword arguments for self(...) / encode."""
+        return {
+            name: None if x is None else x.to(device=self.device, dtype=self.dtype)
+            for name, x in (("resid_normed", acts.resid_normed), ("q", acts.q), ("k", acts.k))
+        }
+
     def coder_input(self, resid_normed: Tensor | None, qk_act: Tensor | None) -> Tensor:
         """What a coder reads: resid_normed for a transcoder, its own q or k for an SAE."""
         if self.is_transcoder:
-            assert resid_normed is not None, "a QK transcoder reads resid_normed"
+            if resid_normed is None:
+                raise ValueError(
+                    "a QK transcoder reads resid_normed: collect it, e.g. "
+                    "model.attention(tokens, layer, ['resid_normed'])"
+                )
             return resid_normed
-        assert qk_act is not None, "a q/k SAE reads q or k"
+        if qk_act is None:
+            raise ValueError(
+                "a q/k SAE reads q and k: collect them, e.g. model.attention(tokens, layer, ['q', 'k'])"
+            )
         return qk_act.flatten(-2)
 
     def encode(

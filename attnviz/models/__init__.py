@@ -2,14 +2,12 @@
 
 from attnviz.models.adapter import (
     ACTIVATION_FIELDS,
-    AddToResidual,
     AttentionActivations,
     ModelAdapter,
     ModelSpec,
     QKWeights,
-    ReplacePattern,
-    Splice,
 )
+from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
 from attnviz.models.loading import load_model, wrap
 from attnviz.models.registry import DEFAULT_MODEL, KNOWN_MODELS
 
@@ -19,6 +17,7 @@ __all__ = [
     "KNOWN_MODELS",
     "AddToResidual",
     "AttentionActivations",
+    "Intervention",
     "ModelAdapter",
     "ModelSpec",
     "QKWeights",

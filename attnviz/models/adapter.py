@@ -14,15 +14,16 @@ Two implementations: TransformerLens (`tl_adapter.py`) and nnsight over any Hugg
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from attnviz.analysis.patterns import causal_mask, pattern_from_qk
 from attnviz.errors import ContextTooLongError, EmptyTextError, LayerOutOfRangeError
+from attnviz.models.attention import causal_mask, pattern_from_qk
+from attnviz.models.interventions import Intervention, ReplacePattern, Splice
 from attnviz.models.rotary import Rotary
 
 ACTIVATION_FIELDS = ("resid_normed", "q", "k", "q_rot", "k_rot", "v", "z", "pattern")
@@ -102,42 +103,6 @@ class QKWeights:
 
     def keys(self, resid_normed: Tensor) -> Tensor:
         return torch.einsum("...d,hde->...he", resid_normed, self.W_K) + self.b_K
-
-
-# Interventions: plain descriptions that each adapter turns into its own hooks.
-
-
-@dataclass
-class ReplacePattern:
-    """Use `pattern` [batch len(heads) dest src] for the chosen heads of a layer."""
-
-    layer: int
-    heads: Sequence[int]
-    pattern: Tensor
-
-
-@dataclass
-class AddToResidual:
-    """Add `vector` [d_model] to the residual stream before `layer` at `positions` (None = all)."""
-
-    layer: int
-    vector: Tensor
-    positions: Sequence[int] | slice | None = None
-
-
-@dataclass
-class Splice:
-    """Replace the activation at a site with `module(activation)` (e.g. an SAE's reconstruction).
-
-    Sites: resid_pre / attn_out / resid_post [batch pos d_model]; z [batch pos n_heads*d_head]
-    (heads concatenated, as hook_z dictionaries read it)."""
-
-    layer: int
-    site: str
-    module: Callable[[Tensor], Tensor]
-
-
-Intervention = ReplacePattern | AddToResidual | Splice
 
 
 class ModelAdapter(ABC):

@@ -13,19 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnviz.analysis.patterns import expand_kv_heads
 from attnviz.models import hf_layout
 from attnviz.models.adapter import (
-    AddToResidual,
     AttentionActivations,
-    Intervention,
     ModelAdapter,
     QKWeights,
-    ReplacePattern,
-    Splice,
     normalise,
     positions_index,
 )
+from attnviz.models.attention import expand_kv_heads
+from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
 from attnviz.models.rotary import Rotary
 
 

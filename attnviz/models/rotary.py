@@ -55,3 +55,10 @@ class Rotary:
         x_rot, x_pass = x[..., :d], x[..., d:]
         turned = x_rot * cos + rotate_pairs(x_rot, self.adjacent_pairs) * sin
         return torch.cat((turned, x_pass), dim=-1) if x_pass.shape[-1] else turned
+
+    def to(self, device: torch.device | str) -> Rotary:
+        """The same tables on `device` (self when they are there already)."""
+        device = torch.device(device)
+        if self.cos.device == device:
+            return self
+        return Rotary(self.cos.to(device), self.sin.to(device), self.adjacent_pairs)

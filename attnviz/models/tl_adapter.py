@@ -9,18 +9,15 @@ from torch import Tensor
 
 from attnviz.models import hf_layout
 from attnviz.models.adapter import (
-    AddToResidual,
     AttentionActivations,
-    Intervention,
     ModelAdapter,
     ModelSpec,
     QKWeights,
-    ReplacePattern,
-    Splice,
     normalise,
     positions_index,
 )
 from attnviz.models.hf_layout import RotaryCache
+from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
 from attnviz.models.rotary import Rotary
 
 _SPLICE_HOOKS = {

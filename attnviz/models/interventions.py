@@ -1,0 +1,42 @@
+"""Interventions: plain descriptions of a change to the forward pass that each adapter turns into
+its own hooks, so both backends apply them the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class ReplacePattern:
+    """Use `pattern` [batch len(heads) dest src] for the chosen heads of a layer."""
+
+    layer: int
+    heads: Sequence[int]
+    pattern: Tensor
+
+
+@dataclass
+class AddToResidual:
+    """Add `vector` [d_model] to the residual stream before `layer` at `positions` (None = all)."""
+
+    layer: int
+    vector: Tensor
+    positions: Sequence[int] | slice | None = None
+
+
+@dataclass
+class Splice:
+    """Replace the activation at a site with `module(activation)` (e.g. an SAE's reconstruction).
+
+    Sites: resid_pre / attn_out / resid_post [batch pos d_model]; z [batch pos n_heads*d_head]
+    (heads concatenated, as hook_z dictionaries read it)."""
+
+    layer: int
+    site: str
+    module: Callable[[Tensor], Tensor]
+
+
+Intervention = ReplacePattern | AddToResidual | Splice
