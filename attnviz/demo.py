@@ -7,19 +7,31 @@ print per-head statistics.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from attnviz.analysis.patterns import pattern_summary
+from attnviz.data.collect import CollectConfig, collect_with_config
 
 
-def run_demo(args: argparse.Namespace) -> pd.DataFrame:
+@dataclass
+class DemoConfig(CollectConfig):
+    """What `attnviz demo` is told: a collection, then the QK steps."""
+
+    tokens: int = 32_768
+    """How many tokens to collect."""
+    qk_steps: int = 150
+    """Steps of the small QK transcoder trained on what was collected (0: skip)."""
+    eval_contexts: int = 8
+    """Held-out contexts the shipped QK transcoders are evaluated on (0: skip)."""
+
+
+def run_demo(args: DemoConfig) -> pd.DataFrame:
     import attnviz
-    from attnviz.cli import collect_with_args, fields_arg
     from attnviz.data.corpora import get_corpus
 
     print(
@@ -32,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
 
     out = args.out or tempfile.mkdtemp(prefix="attnviz-demo-")
     start = time.perf_counter()
-    store = collect_with_args(adapter, corpus, args, out, fields_arg(args, ("q", "k")))
+    store = collect_with_config(adapter, corpus, args, out, args.field_list(("q", "k")))
     seconds = time.perf_counter() - start
     print(
         f"collected {len(store):,} tokens ({store.n_contexts} contexts of {args.n_ctx}) of layer "
@@ -69,10 +81,10 @@ def run_demo(args: argparse.Namespace) -> pd.DataFrame:
     return table
 
 
-def _train_small_qk(adapter, store, args: argparse.Namespace) -> None:
-    """Step 1 of seed 000 on the activations just collected: a small QK transcoder on the CPU."""
+def _train_small_qk(adapter, store, args: DemoConfig) -> None:
+    """Step 1 of QK transcoder training (Sharkey et al. 2024) on the activations just collected: a small QK transcoder on the CPU."""
     from attnviz.training.config import QKTrainConfig
-    from attnviz.training.qk_trainer import QKTrainer
+    from attnviz.training.qk import QKTrainer
 
     cfg = QKTrainConfig(
         d_hidden_q=256, d_hidden_k=256, tokens=args.qk_steps * 16 * args.n_ctx, batch_contexts=16,

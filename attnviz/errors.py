@@ -37,7 +37,19 @@ class StoreMismatchError(AttnvizError, ValueError):
 
 
 class CorruptStoreError(AttnvizError, OSError):
-    """A file on disk is truncated or does not match its manifest."""
+    """An activation store's chunk is truncated or does not match its manifest."""
+
+
+class CorruptFileError(AttnvizError, OSError):
+    """A dictionary or checkpoint file is unreadable, truncated or inconsistent with its config."""
+
+
+class CheckpointMismatchError(AttnvizError, ValueError):
+    """A training checkpoint was made with other settings than the run resuming it."""
+
+
+class UnknownArchitectureError(AttnvizError, ValueError):
+    """A dictionary config names an architecture no module registered."""
 
 
 class UnknownCorpusError(AttnvizError, ValueError):
@@ -50,3 +62,7 @@ class DictionaryMismatchError(AttnvizError, ValueError):
 
 class MissingDictionaryError(AttnvizError, LookupError):
     """No dictionary was given or shipped for the model and layer asked for."""
+
+
+class DictionaryNotFoundError(MissingDictionaryError, FileNotFoundError):
+    """A path that should hold a dictionary (cfg.json + weights) does not."""

@@ -1,5 +1,5 @@
 """Time and peak memory of masked attention scores from QK-dictionary features: the sparse path
-(attnviz.analysis.qk_pairs.masked_scores) against the dense reference (dense_masked_scores), as
+(attnviz.analysis.qk.masked_scores) against the dense reference (dense_masked_scores), as
 the context grows.
 
 Realistic sparsity by default: 1024 query and 1024 key features, 20 active per position, 1% of
@@ -113,7 +113,7 @@ def measure(fn, device: torch.device):
 
 
 def one(args: argparse.Namespace) -> dict:
-    from attnviz.analysis.qk_pairs import dense_masked_scores, masked_scores
+    from attnviz.analysis.qk import dense_masked_scores, masked_scores
 
     method, n, positional = args.one[0], int(args.one[1]), args.one[2]
     device = torch.device(args.device)

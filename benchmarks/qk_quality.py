@@ -4,7 +4,9 @@ baseline of equal width and the figures seed 000 reports for GPT-2 small.
 Evaluated on held-out pydocs contexts (after the ones the dictionaries were trained on): L0 per
 transcoder, live features, pairs kept and fraction masked, per-head KL, and the fraction of the
 CE damage of ablating the layer's pattern (uniform causal / mean) that patching in the
-reconstructed pattern recovers, for the transcoder and for its masked pair map.
+reconstructed pattern recovers, for the transcoder and for its masked pair map, beside the
+absolute loss increase (nats/token) and each ablation's damage, with bootstrap intervals over
+contexts in the results file and a printed warning where the ratio cannot be read alone.
 
     .venv/bin/python benchmarks/qk_quality.py [--contexts 32]
 
@@ -47,9 +49,14 @@ SEED_GPT2 = {
 }
 COLUMNS = [
     "architecture", "layer", "d_hidden_q", "l0_q", "l0_k", "live_q", "live_k", "kl_mean",
-    "kl_p99", "ce_recovered_uniform", "ce_recovered_mean", "pairs_kept",
-    "pairs_fraction_masked", "masked_kl_mean", "masked_ce_recovered_uniform",
+    "kl_p99", "loss_increase_recon", "ablation_damage_uniform", "ablation_damage_mean",
+    "ce_recovered_uniform", "ce_recovered_mean", "pairs_kept", "pairs_fraction_masked",
+    "masked_kl_mean", "loss_increase_masked", "masked_ce_recovered_uniform",
     "masked_ce_recovered_mean",
+]  # fmt: skip
+WARNINGS = [
+    "ce_recovered_uniform_warning", "ce_recovered_mean_warning",
+    "masked_ce_recovered_uniform_warning", "masked_ce_recovered_mean_warning",
 ]  # fmt: skip
 
 
@@ -89,6 +96,11 @@ def main() -> None:
         "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format
     ):
         print(table[[c for c in COLUMNS if c in table]].to_string(index=False))
+        # A ratio over an ablation that does little damage misleads: say which ones, and why.
+        for row in table.to_dict(orient="records"):
+            for key in WARNINGS:
+                if row.get(key):
+                    print(f"  layer {row['layer']} {row['architecture']} {key}: {row[key]}")
         print("\nseed 000 on GPT-2 small, for comparison:")
         for k, v in SEED_GPT2.items():
             print(f"  {k}: {v}")

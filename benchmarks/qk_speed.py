@@ -22,7 +22,7 @@ import torch
 import attnviz
 from attnviz.data import collect_activations
 from attnviz.training.config import QKTrainConfig
-from attnviz.training.qk_trainer import QKTrainer
+from attnviz.training.qk import QKTrainer
 
 RESULTS = Path(__file__).parent / "results" / "qk_speed.json"
 LAYER, N_CTX, BATCH = 3, 128, 16

@@ -20,8 +20,8 @@ from attnviz.data import collect_activations
 from attnviz.dictionaries.io import load_qk, save_qk
 from attnviz.dictionaries.pretrained import pretrained_dir
 from attnviz.training.config import QKTrainConfig
-from attnviz.training.mask_trainer import MaskTrainConfig, train_pair_mask
-from attnviz.training.qk_trainer import QKTrainer
+from attnviz.training.mask import MaskTrainConfig, train_pair_mask
+from attnviz.training.qk import QKTrainer
 
 SHIPPED = QKTrainConfig(
     d_hidden_q=1024, d_hidden_k=1024, lr=1e-3, sparsity=1.5e-2, batch_contexts=16,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnviz.analysis.qk_pairs import pattern_from_features
+from attnviz.analysis.qk import pattern_from_features
 from attnviz.dictionaries.pretrained import list_pretrained, load_pretrained_qk
-from attnviz.training.qk_losses import pattern_kl
+from attnviz.training.qk import pattern_kl
 
 pytestmark = pytest.mark.slow
 

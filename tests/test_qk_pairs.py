@@ -1,4 +1,4 @@
-"""Scores from QK-dictionary features through a sparse pair table (attnviz.analysis.qk_pairs):
+"""Scores from QK-dictionary features through a sparse pair table (attnviz.analysis.qk):
 the sparse path against a dense reference and against scores of the reconstructions, for rotary
 (tiny Llama, grouped-query attention; adjacent pairs; partial rotary) and absolute positions."""
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attnviz.analysis.patterns import attention_scores, pattern_from_qk
-from attnviz.analysis.qk_pairs import (
+from attnviz.analysis.qk import (
     ROW_KINDS,
     decompose_score,
     dense_masked_scores,

@@ -10,11 +10,10 @@ import torch
 from attnviz.data import collect_activations
 from attnviz.dictionaries import PairTable, QKConfig, QKDictionary
 from attnviz.dictionaries.io import load_qk, save_qk
-from attnviz.errors import CorruptStoreError, DictionaryMismatchError, StoreMismatchError
+from attnviz.errors import CheckpointMismatchError, CorruptFileError, DictionaryMismatchError
 from attnviz.training.config import QKTrainConfig
-from attnviz.training.dead_features import FiringTracker, resample
-from attnviz.training.qk_losses import ghost_loss, log_pattern, pattern_kl
-from attnviz.training.qk_trainer import QKTrainer
+from attnviz.training.dead_features import FiringTracker, ghost_loss, resample
+from attnviz.training.qk import QKTrainer, log_pattern, pattern_kl
 
 N_CTX = 32
 
@@ -76,7 +75,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(store, tiny_llama_adapte
 
 def test_a_checkpoint_with_other_settings_is_refused(store, tiny_llama_adapter, tmp_path):
     trainer(store, tiny_llama_adapter, tmp_path).run(progress=False, stop_after=3)
-    with pytest.raises(StoreMismatchError, match="sparsity"):
+    with pytest.raises(CheckpointMismatchError, match="sparsity"):
         trainer(store, tiny_llama_adapter, tmp_path, sparsity=0.5).run(progress=False)
 
 
@@ -166,16 +165,16 @@ def test_corrupt_or_missing_files_are_named(tmp_path, tiny_llama_adapter):
     save_qk(qk, tmp_path / "qk")
     weights = tmp_path / "qk" / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    with pytest.raises(CorruptStoreError, match="truncated"):
+    with pytest.raises(CorruptFileError, match="truncated"):
         load_qk(tmp_path / "qk")
     with pytest.raises(FileNotFoundError, match="not a dictionary directory"):
         load_qk(tmp_path)
 
 
 def test_the_pair_mask_keeps_few_pairs_and_the_pattern(tiny_tokenizer, tmp_path):
-    from attnviz.analysis.qk_pairs import pattern_from_features
+    from attnviz.analysis.qk import pattern_from_features
     from attnviz.models.nnsight_adapter import NNsightAdapter
-    from attnviz.training.mask_trainer import MaskTrainConfig, train_pair_mask
+    from attnviz.training.mask import MaskTrainConfig, train_pair_mask
     from tests.tiny_models import tiny_llama
 
     # Peaked patterns, so that which pairs are kept matters.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnviz.analysis.qk_metrics import kl_rows
-from attnviz.analysis.qk_pairs import masked_scores
-from attnviz.analysis.reconstruction import mean_row_kl, reconstruct
+from attnviz.analysis.metrics import kl_rows, mean_row_kl
+from attnviz.analysis.qk import masked_scores
+from attnviz.analysis.reconstruction import reconstruct
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKConfig, QKDictionary
 from attnviz.errors import DictionaryMismatchError

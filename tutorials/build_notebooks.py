@@ -499,7 +499,7 @@ each, 120 steps); the shipped dictionaries use 1024 features and 1000 steps.""",
     (
         "code",
         """from attnviz.training.config import QKTrainConfig
-from attnviz.training.qk_trainer import QKTrainer
+from attnviz.training.qk import QKTrainer
 
 cfg = QKTrainConfig(d_hidden_q=256, d_hidden_k=256, tokens=120 * 16 * 128, batch_contexts=16,
                     sparsity=1.5e-2, warmup_steps=30, resample_every=60, dead_window=30,
@@ -519,7 +519,7 @@ features and rotated decoder rows only.""",
     ),
     (
         "code",
-        """from attnviz.training.mask_trainer import MaskTrainConfig, train_pair_mask
+        """from attnviz.training.mask import MaskTrainConfig, train_pair_mask
 
 qk.pairs = train_pair_mask(qk, store, model.rotary(LAYER, 128),
                            cfg=MaskTrainConfig(contexts=12, n_ctx=48, steps=120))
@@ -552,7 +552,7 @@ pairs are ranked by what they contribute to the scores on real text.""",
     ),
     (
         "code",
-        """from attnviz.analysis.qk_pairs import rank_pairs
+        """from attnviz.analysis.qk import rank_pairs
 
 tokens = held_out[0]["tokens"]
 acts = model.attention(tokens, LAYER, ["resid_normed"])

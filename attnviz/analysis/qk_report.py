@@ -13,25 +13,24 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attnviz.dictionaries.pair_table import PairTable
-
-if TYPE_CHECKING:
-    from attnviz.dictionaries.qk import QKDictionary
-    from attnviz.models.adapter import ModelAdapter
-
-from attnviz.analysis.qk_metrics import (
-    MaskedPatternFn,
-    PatternMean,
+from attnviz.analysis.metrics import (
+    CERecovered,
+    FiringCounts,
     VarianceExplained,
     ce_recovered,
-    density_histogram,
+    density_table,
     kl_rows,
     kl_summary,
     live_features,
-    patched_losses,
-    uniform_causal_pattern,
 )
+from attnviz.analysis.qk import pattern_from_features
+from attnviz.analysis.qk_metrics import PatternMean, patched_losses, uniform_causal_pattern
 from attnviz.data.contexts import token_batch
+
+if TYPE_CHECKING:
+    from attnviz.dictionaries.pair_table import PairTable
+    from attnviz.dictionaries.qk import QKDictionary
+    from attnviz.models.adapter import ModelAdapter
 
 # ---- the whole evaluation --------------------------------------------------------------------
 
@@ -66,12 +65,15 @@ class QKReport:
     per_head: one row per query head (kl_mean / kl_p90 / kl_p99 / kl_max of the transcoder's
     pattern, and masked_kl_* of the masked feature-pair map when it was evaluated).
     per_layer: the scalars (see `evaluate_qk`) plus density_hist_q / density_hist_k DataFrames.
+    ce_recovered: the full `metrics.CERecovered` of each comparison ("recon_vs_uniform",
+    "recon_vs_mean", and with the masked map "masked_vs_uniform", "masked_vs_mean").
     density_q / density_k: each feature's firing density [d_hidden] (kept out of to_dict)."""
 
     per_head: pd.DataFrame
     per_layer: dict[str, Any]
     density_q: Tensor = field(repr=False)
     density_k: Tensor = field(repr=False)
+    ce_recovered: dict[str, CERecovered] = field(default_factory=dict, repr=False)
 
     def table(self) -> pd.DataFrame:
         """One row of the scalar metrics, for a results table (concat reports to compare)."""
@@ -87,7 +89,19 @@ class QKReport:
         return {
             "per_head": _json_safe(self.per_head),
             "per_layer": _json_safe(self.per_layer),
+            "ce_recovered": _json_safe({k: v.to_dict() for k, v in self.ce_recovered.items()}),
         }
+
+
+def _ce_scalars(prefix: str, result: CERecovered) -> dict[str, Any]:
+    """A comparison's ratio, its interval and warning as per_layer scalars."""
+    low, high = result.ratio_interval
+    return {prefix: result.ratio, f"{prefix}_lo": low, f"{prefix}_hi": high,
+            f"{prefix}_warning": result.warning}  # fmt: skip
+
+
+def _interval_scalars(name: str, value: float, interval: tuple[float, float]) -> dict[str, Any]:
+    return {name: value, f"{name}_lo": interval[0], f"{name}_hi": interval[1]}
 
 
 def evaluate_qk(
@@ -95,8 +109,8 @@ def evaluate_qk(
     qk: QKDictionary,
     token_batches: Iterable[Tensor | Mapping[str, Tensor]],
     pairs: PairTable | None = None,
-    masked_pattern_fn: MaskedPatternFn | None = None,
     density_bins: int | Sequence[float] = 20,
+    seed: int = 0,
 ) -> QKReport:
     """Evaluate a QK dictionary on the contexts in `token_batches` (tensors [b, n] or
     ActivationStore batch dicts with "tokens"; the batches are read into memory once, as token
@@ -105,32 +119,32 @@ def evaluate_qk(
     Pass 1 averages the layer's true pattern over the contexts (the mean-ablation pattern, one
     float64 [heads, n, n] sum per context length). Pass 2 runs the layer and the dictionary on
     each batch and patches the layer's heads with the transcoder's pattern
-    (adapter.pattern_from_qk(q_hat, k_hat)), the masked feature-pair map's pattern (when `pairs`
-    or `masked_pattern_fn` is given, or the dictionary has its own `qk.pairs`; `masked_pattern_fn(qk, f_q, f_k, pairs, rotary)` defaults
-    to attnviz.analysis.qk_pairs.pattern_from_features), the uniform causal pattern and the mean
-    pattern.
+    (adapter.pattern_from_qk(q_hat, k_hat)), the masked feature-pair map's pattern
+    (attnviz.analysis.qk.pattern_from_features, when `pairs` is given or the dictionary has its
+    own `qk.pairs`), the uniform causal pattern and the mean pattern. Every figure is computed
+    by attnviz.analysis.metrics; CE recovered comes with bootstrap intervals over contexts
+    (seeded with `seed`) and a warning when the ablation does too little damage to divide by.
 
     per_layer keys: model, architecture, layer, n_contexts, n_tokens, n_predictions, d_hidden_q,
     d_hidden_k, l0_q, l0_k, live_q, live_k, density_hist_q, density_hist_k, var_explained_q,
     var_explained_k, kl_mean, kl_p99, kl_max, ce_clean, ce_recon, ce_uniform, ce_mean_ablation,
-    ce_recovered_uniform, ce_recovered_mean, logit_kl_recon, logit_kl_uniform,
-    logit_kl_mean_ablation, pairs_kept, pairs_fraction_masked, and with the masked map:
-    masked_kl_mean, masked_kl_p99, masked_kl_max, ce_masked, masked_ce_recovered_uniform,
-    masked_ce_recovered_mean, logit_kl_masked (None where not evaluated). Row KLs include the
-    first destination (always 0). The mean pattern is taken over the same contexts it ablates."""
+    loss_increase_recon (ce_recon - ce_clean, nats/token), ablation_damage_uniform,
+    ablation_damage_mean, ce_recovered_uniform, ce_recovered_mean, logit_kl_recon,
+    logit_kl_uniform, logit_kl_mean_ablation, pairs_kept, pairs_fraction_masked, and with the
+    masked map: masked_kl_mean, masked_kl_p99, masked_kl_max, ce_masked, loss_increase_masked,
+    masked_ce_recovered_uniform, masked_ce_recovered_mean, logit_kl_masked (None where not
+    evaluated). Every loss_increase_*, ablation_damage_* and *ce_recovered_* has `_lo` / `_hi`
+    (the 95% interval); every *ce_recovered_* has `_warning` (None, or why not to read the
+    ratio alone). Row KLs include the first destination (always 0). The mean pattern is taken
+    over the same contexts it ablates."""
     layer = qk.cfg.layer
     qk.check_compatible(adapter.spec)
     adapter.check_layer(layer)
     batches = [token_batch(b) for b in token_batches]
     if not batches:
         raise ValueError("evaluate_qk needs at least one batch of tokens")
-    if pairs is None and masked_pattern_fn is None:
+    if pairs is None:
         pairs = qk.pairs  # a trained dictionary carries its own pair table
-    use_masked = pairs is not None or masked_pattern_fn is not None
-    if use_masked and masked_pattern_fn is None:
-        from attnviz.analysis.qk_pairs import pattern_from_features
-
-        masked_pattern_fn = pattern_from_features
     heads = adapter.spec.n_heads
     device = qk.device
     pairs_here = pairs.to(device) if pairs is not None else None
@@ -147,13 +161,12 @@ def evaluate_qk(
     fields = ("pattern", "q", "k", *(f for f in qk.input_fields if f not in ("q", "k")))
     kl_recon: list[Tensor] = []
     kl_masked: list[Tensor] = []
-    active_q = active_k = 0
-    counts_q = torch.zeros(qk.cfg.d_hidden_q, dtype=torch.float64)
-    counts_k = torch.zeros(qk.cfg.d_hidden_k, dtype=torch.float64)
+    firing_q, firing_k = FiringCounts(), FiringCounts()
     ve_q, ve_k = VarianceExplained(), VarianceExplained()
-    ce_sums: dict[str, float] = {}
+    ce_contexts: dict[str, list[Tensor]] = {}
+    predicted: list[Tensor] = []  # predicted tokens per context: the weights of mean losses
     kl_sums: dict[str, float] = {}
-    n_tokens = n_predictions = n_contexts = 0
+    n_predictions = 0
     for tokens in batches:
         b, n = tokens.shape
         acts = adapter.attention(tokens, layer, fields)
@@ -171,37 +184,47 @@ def evaluate_qk(
                 "mean_ablation": mean_patterns[n],
             }
             kl_recon.append(kl_rows(acts.pattern, recon).transpose(0, 1).reshape(heads, -1).cpu())
-            if use_masked:
-                assert masked_pattern_fn is not None
+            if pairs_here is not None:
                 rotary = adapter.rotary(layer, n)
                 rotary = rotary.to(device) if rotary is not None else None
-                masked = masked_pattern_fn(qk, f_q, f_k, pairs_here, rotary)
+                masked = pattern_from_features(qk, f_q, f_k, pairs_here, rotary)
                 masked = masked.to(adapter.device, torch.float32)
                 candidates["masked"] = masked
                 kl_masked.append(
                     kl_rows(acts.pattern, masked).transpose(0, 1).reshape(heads, -1).cpu()
                 )
 
-        active_q += int((f_q != 0).sum())
-        active_k += int((f_k != 0).sum())
-        counts_q += (f_q != 0).reshape(-1, f_q.shape[-1]).sum(0).double().cpu()
-        counts_k += (f_k != 0).reshape(-1, f_k.shape[-1]).sum(0).double().cpu()
+        firing_q.add(f_q)
+        firing_k.add(f_k)
         ve_q.add(acts.q, q_hat)
         ve_k.add(acts.k, k_hat)
 
         losses = patched_losses(adapter, tokens, layer, candidates)
         w = losses["n_predictions"]
-        for name, value in losses["ce"].items():
-            ce_sums[name] = ce_sums.get(name, 0.0) + value * w
+        for name, per_context in losses["ce_per_context"].items():
+            ce_contexts.setdefault(name, []).append(per_context)
         for name, value in losses["logit_kl"].items():
             kl_sums[name] = kl_sums.get(name, 0.0) + value * w
-        n_tokens += b * n
+        predicted.append(torch.full((b,), float(n - 1), dtype=torch.float64))
         n_predictions += w
-        n_contexts += b
 
-    ce = {name: s / n_predictions for name, s in ce_sums.items()}
+    weights = torch.cat(predicted)
+    contexts = {name: torch.cat(v) for name, v in ce_contexts.items()}
+    ce = {name: float((x * weights).sum() / weights.sum()) for name, x in contexts.items()}
     logit_kl = {name: s / n_predictions for name, s in kl_sums.items()}
-    density_q, density_k = counts_q / n_tokens, counts_k / n_tokens
+    density_q, density_k = firing_q.density(), firing_k.density()
+
+    def recovered(patched: str, ablated: str) -> CERecovered:
+        return ce_recovered(
+            contexts["clean"], contexts[patched], contexts[ablated], tokens=weights, seed=seed
+        )
+
+    comparisons = {"recon_vs_uniform": recovered("recon", "uniform"),
+                   "recon_vs_mean": recovered("recon", "mean_ablation")}  # fmt: skip
+    if pairs_here is not None:
+        comparisons["masked_vs_uniform"] = recovered("masked", "uniform")
+        comparisons["masked_vs_mean"] = recovered("masked", "mean_ablation")
+    uniform, mean = comparisons["recon_vs_uniform"], comparisons["recon_vs_mean"]
 
     per_head = kl_summary(torch.cat(kl_recon, 1)).rename(
         columns={c: f"kl_{c}" for c in ("mean", "p90", "p99", "max")}
@@ -211,17 +234,17 @@ def evaluate_qk(
         "model": qk.cfg.model,
         "architecture": qk.cfg.architecture,
         "layer": layer,
-        "n_contexts": n_contexts,
-        "n_tokens": n_tokens,
+        "n_contexts": int(weights.numel()),
+        "n_tokens": firing_q.n_tokens,
         "n_predictions": n_predictions,
         "d_hidden_q": qk.cfg.d_hidden_q,
         "d_hidden_k": qk.cfg.d_hidden_k,
-        "l0_q": active_q / n_tokens,
-        "l0_k": active_k / n_tokens,
+        "l0_q": firing_q.l0(),
+        "l0_k": firing_k.l0(),
         "live_q": live_features(density_q),
         "live_k": live_features(density_k),
-        "density_hist_q": density_histogram(density_q, density_bins),
-        "density_hist_k": density_histogram(density_k, density_bins),
+        "density_hist_q": density_table(density_q, density_bins),
+        "density_hist_k": density_table(density_k, density_bins),
         "var_explained_q": ve_q.value(),
         "var_explained_k": ve_k.value(),
         "kl_mean": float(all_recon.mean()),
@@ -231,41 +254,51 @@ def evaluate_qk(
         "ce_recon": ce["recon"],
         "ce_uniform": ce["uniform"],
         "ce_mean_ablation": ce["mean_ablation"],
-        "ce_recovered_uniform": ce_recovered(ce["clean"], ce["recon"], ce["uniform"]),
-        "ce_recovered_mean": ce_recovered(ce["clean"], ce["recon"], ce["mean_ablation"]),
+        **_interval_scalars(
+            "loss_increase_recon", uniform.loss_increase, uniform.loss_increase_interval
+        ),
+        **_interval_scalars(
+            "ablation_damage_uniform", uniform.ablation_damage, uniform.ablation_damage_interval
+        ),
+        **_interval_scalars(
+            "ablation_damage_mean", mean.ablation_damage, mean.ablation_damage_interval
+        ),
+        **_ce_scalars("ce_recovered_uniform", uniform),
+        **_ce_scalars("ce_recovered_mean", mean),
         "logit_kl_recon": logit_kl["recon"],
         "logit_kl_uniform": logit_kl["uniform"],
         "logit_kl_mean_ablation": logit_kl["mean_ablation"],
         "pairs_kept": pairs.nnz if pairs is not None else None,
         "pairs_fraction_masked": 1.0 - pairs.fraction_kept if pairs is not None else None,
-        "masked_kl_mean": None,
-        "masked_kl_p99": None,
-        "masked_kl_max": None,
-        "ce_masked": None,
-        "masked_ce_recovered_uniform": None,
-        "masked_ce_recovered_mean": None,
-        "logit_kl_masked": None,
     }
-    if use_masked:
+    masked_keys = ["masked_kl_mean", "masked_kl_p99", "masked_kl_max", "ce_masked",
+                   "loss_increase_masked", "loss_increase_masked_lo", "loss_increase_masked_hi",
+                   "logit_kl_masked"]  # fmt: skip
+    for prefix in ("masked_ce_recovered_uniform", "masked_ce_recovered_mean"):
+        masked_keys += [prefix, f"{prefix}_lo", f"{prefix}_hi", f"{prefix}_warning"]
+    per_layer.update(dict.fromkeys(masked_keys))
+    if pairs_here is not None:
         all_masked = torch.cat(kl_masked, 1)
         masked_head = kl_summary(all_masked)
         for c in ("mean", "p90", "p99", "max"):
             per_head[f"masked_kl_{c}"] = masked_head[c].to_numpy()
         m = all_masked.double()
+        vs_uniform, vs_mean = comparisons["masked_vs_uniform"], comparisons["masked_vs_mean"]
         per_layer.update(
             {
                 "masked_kl_mean": float(m.mean()),
                 "masked_kl_p99": float(np.quantile(m.numpy(), 0.99)),
                 "masked_kl_max": float(m.max()),
                 "ce_masked": ce["masked"],
-                "masked_ce_recovered_uniform": ce_recovered(
-                    ce["clean"], ce["masked"], ce["uniform"]
+                **_interval_scalars(
+                    "loss_increase_masked",
+                    vs_uniform.loss_increase,
+                    vs_uniform.loss_increase_interval,
                 ),
-                "masked_ce_recovered_mean": ce_recovered(
-                    ce["clean"], ce["masked"], ce["mean_ablation"]
-                ),
+                **_ce_scalars("masked_ce_recovered_uniform", vs_uniform),
+                **_ce_scalars("masked_ce_recovered_mean", vs_mean),
                 "logit_kl_masked": logit_kl["masked"],
             }
         )
     per_head.insert(0, "layer", layer)
-    return QKReport(per_head, per_layer, density_q, density_k)
+    return QKReport(per_head, per_layer, density_q, density_k, comparisons)

@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attnviz.analysis.qk_metrics import kl_rows
-from attnviz.analysis.qk_pairs import decompose_score, masked_scores
+from attnviz.analysis.metrics import mean_row_kl
+from attnviz.analysis.qk import decompose_score, masked_scores
 from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:
@@ -24,18 +24,9 @@ if TYPE_CHECKING:
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
 
-__all__ = ["Reconstruction", "ReconstructionKind", "mean_row_kl", "reconstruct"]
+__all__ = ["Reconstruction", "ReconstructionKind", "reconstruct"]
 
 ReconstructionKind = Literal["transcoder", "masked"]
-
-
-def mean_row_kl(true: Tensor, recon: Tensor) -> Tensor:
-    """Mean KL(true || recon) per head [heads] over destination rows 1.. (row 0 attends only to
-    itself, so its KL is always 0 and would dilute the mean). Zeros for a one-token prompt."""
-    kl = kl_rows(true, recon)  # [heads, dest]
-    if kl.shape[-1] < 2:
-        return torch.zeros(kl.shape[:-1])
-    return kl[..., 1:].mean(-1).cpu()
 
 
 @dataclass
@@ -52,7 +43,7 @@ class Reconstruction:
     f_q: Tensor = field(repr=False)
     f_k: Tensor = field(repr=False)
     rotary: Rotary | None = field(repr=False)
-    kl_transcoder: Tensor  # [heads]
+    kl_transcoder: Tensor  # [heads]: metrics.mean_row_kl, rows 1..
     kl_masked: Tensor | None  # [heads]
 
     @property
@@ -69,7 +60,7 @@ class Reconstruction:
             if self.masked is None:
                 raise ValueError(
                     "this dictionary has no pair table, so there is no masked reconstruction: "
-                    "train one with attnviz.training.mask_trainer.train_pair_mask"
+                    "train one with attnviz.training.mask.train_pair_mask"
                 )
             return self.masked
         raise ValueError(f"unknown pattern {kind!r}: use 'true', 'transcoder' or 'masked'")
@@ -113,7 +104,7 @@ class Reconstruction:
         self, head: int, dest: int, src: int, kind: ReconstructionKind = "masked", top: int = 10
     ) -> pd.DataFrame:
         """The cell's score split into its top feature pairs, the other pairs and the bias terms
-        (attnviz.analysis.qk_pairs.decompose_score); the contributions add up to `score`."""
+        (attnviz.analysis.qk.decompose_score); the contributions add up to `score`."""
         self._check_cell(head, dest, src)
         device = self.qk.device
         rotary = self.rotary

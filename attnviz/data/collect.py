@@ -12,6 +12,7 @@ import itertools
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ from attnviz.data.store import (
 from attnviz.data.store_writer import StoreWriter
 from attnviz.errors import ContextTooLongError, StoreMismatchError
 from attnviz.models.adapter import ModelAdapter
+from attnviz.models.registry import DEFAULT_MODEL
 
 
 def check_collect_args(
@@ -209,3 +211,50 @@ def _check_same_tokens(writer: StoreWriter, index: int, tokens: Tensor) -> None:
             "what the corpus and tokenizer give now (a changed tokenizer or BOS token?): collect "
             "into a new directory, or pass overwrite=True"
         )
+
+
+@dataclass
+class CollectConfig:
+    """What `attnviz collect` (and the demo, which starts with a collection) is told."""
+
+    model: str = DEFAULT_MODEL
+    """Model name (see `attnviz models`)."""
+    backend: str | None = None
+    """transformer_lens or nnsight (default: the model's usual one)."""
+    layer: int = 3
+    """Attention layer, counted from 0."""
+    tokens: int = 100_000
+    """How many tokens to collect."""
+    corpus: str = "pydocs"
+    """Corpus name (see `attnviz corpora`), text file or folder."""
+    n_ctx: int = 128
+    """Tokens per context."""
+    batch_size: int = 8
+    """Contexts per forward pass."""
+    fields: str = "resid_normed,q,k"
+    """Comma-separated activations to keep (resid_normed, q, k, q_rot, k_rot, v, z, pattern)."""
+    dtype: str = "float32"
+    """Storage dtype (float32, float16, bfloat16)."""
+    device: str | None = None
+    """cuda / cpu (default: cuda when available)."""
+    overwrite: bool = False
+    """Replace a store made with other settings instead of refusing it."""
+    out: str | None = None
+    """Store directory (resumed if it exists)."""
+
+    def field_list(self, required: Sequence[str] = ()) -> tuple[str, ...]:
+        """`fields` as a tuple, with `required` ones added."""
+        chosen = tuple(f.strip() for f in self.fields.split(",") if f.strip())
+        return (*chosen, *(f for f in required if f not in chosen))
+
+
+def collect_with_config(
+    adapter: ModelAdapter, corpus: Corpus, cfg: CollectConfig, out: str | os.PathLike[str],
+    fields: Sequence[str] | None = None,
+) -> ActivationStore:  # fmt: skip
+    """collect_activations with a CollectConfig's settings."""
+    return collect_activations(
+        adapter, corpus, layer=cfg.layer, n_tokens=cfg.tokens, out_dir=out,
+        fields=fields or cfg.field_list(), n_ctx=cfg.n_ctx, batch_size=cfg.batch_size,
+        dtype=cfg.dtype, overwrite=cfg.overwrite,
+    )  # fmt: skip

@@ -1,8 +1,10 @@
-"""Save and load dictionaries as a directory: `cfg.json` + `weights.safetensors` (no pickles).
+"""Save and load any registered dictionary as a directory: `cfg.json` + `weights.safetensors`
+(no pickles).
 
-A QK dictionary's pair table (step 2) is stored in the same safetensors file as four flat
-tensors; the directory is written to a staging folder first and swapped in whole, so a crash
-never leaves a half-written dictionary.
+`cfg.json["architecture"]` picks the config and module classes from the registry. Tensors that
+are not parameters (a QK dictionary's pair table) sit in the same safetensors file. The directory
+is written to a staging folder first and swapped in whole, so a crash never leaves a half-written
+dictionary.
 """
 
 from __future__ import annotations
@@ -17,29 +19,28 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from attnviz.dictionaries.pair_table import PairTable
-from attnviz.dictionaries.qk import ARCHITECTURES, QKConfig, QKDictionary
-from attnviz.errors import CorruptStoreError, DictionaryMismatchError
+from attnviz.dictionaries.base import Dictionary
+from attnviz.dictionaries.qk import QKDictionary
+from attnviz.dictionaries.registry import get_architecture
+from attnviz.errors import CorruptFileError, DictionaryMismatchError, DictionaryNotFoundError
 
 CONFIG = "cfg.json"
 WEIGHTS = "weights.safetensors"
 
 
-def save_qk(qk: QKDictionary, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write `qk` (and its pair table, if it has one) to the directory `path`.
+def save_dictionary(d: Dictionary, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write `d` to the directory `path` (replacing what was there only once all is written).
 
-    dtype=torch.float16 halves the size (the shipped dictionaries use it); indices stay int32."""
+    dtype=torch.float16 halves the size (the shipped dictionaries use it); integer tensors keep
+    their type."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {
         name: (t.detach().to(dtype) if dtype is not None else t.detach()).cpu().contiguous()
-        for name, t in qk.state_dict().items()
+        for name, t in d.state_dict().items()
     }
-    cfg: dict[str, Any] = qk.cfg.to_dict()
-    pairs: PairTable | None = getattr(qk, "pairs", None)
-    if pairs is not None:
-        tensors.update({k: v.cpu().contiguous() for k, v in pairs.tensors().items()})
-        cfg["pairs_shape"] = list(pairs.shape)
-    cfg["weights_dtype"] = str(dtype or qk.query.W_dec.dtype).replace("torch.", "")
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in d.extra_tensors().items()})
+    cfg: dict[str, Any] = d.cfg.to_dict() | d.extra_config()
+    cfg["weights_dtype"] = str(dtype or d.dtype).replace("torch.", "")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
@@ -58,6 +59,77 @@ def save_qk(qk: QKDictionary, path: str | Path, dtype: torch.dtype | None = None
     return path
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The raw cfg.json of the dictionary directory `path`."""
+    path = Path(path)
+    cfg_file = path / CONFIG
+    if not cfg_file.is_file():
+        raise DictionaryNotFoundError(
+            f"{path} is not a dictionary directory (no {CONFIG}): give the folder that "
+            "`attnviz train ...` or save_dictionary wrote"
+        )
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as err:
+        raise CorruptFileError(
+            f"{cfg_file} is not valid JSON ({err}): re-save or re-train it"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CorruptFileError(f"{cfg_file} holds {type(raw).__name__}, not a config object")
+    return raw
+
+
+def load_dictionary(
+    path: str | Path,
+    model: Any = None,
+    layer: int | None = None,
+    device: torch.device | str | None = None,
+) -> Dictionary:
+    """Load the dictionary in `path`, whatever its architecture.
+
+    With `model` (an attnviz model or its ModelSpec), check that it fits that model (and
+    `layer`, when given) before returning it. Weights are float32 in memory."""
+    path = Path(path)
+    raw = read_config(path)
+    arch = get_architecture(raw.get("architecture"))
+    weights_file = path / WEIGHTS
+    try:
+        tensors = load_file(str(weights_file))
+    except (SafetensorError, OSError) as err:
+        raise CorruptFileError(
+            f"{weights_file} cannot be read ({err}): the file is missing or truncated; copy it "
+            "again or re-train"
+        ) from None
+    try:
+        cfg = arch.config.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise CorruptFileError(
+            f"{path / CONFIG} is not a valid {arch.name} config: {err}"
+        ) from None
+    d = arch.module(cfg)
+    params = d.state_dict()
+    state = {k: v.float() for k, v in tensors.items() if k in params}
+    expected = {k: tuple(v.shape) for k, v in params.items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        raise CorruptFileError(
+            f"{weights_file} does not match {path / CONFIG}: expected tensors {expected}, found {got}"
+        )
+    d.load_state_dict(state)
+    d.load_extra({k: v for k, v in tensors.items() if k not in params}, raw)
+    if device is not None:
+        d.to(device)
+        d.extra_to(device)
+    if model is not None:
+        d.check_compatible(getattr(model, "spec", model), layer)
+    return d
+
+
+def save_qk(qk: QKDictionary, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """save_dictionary for a QK dictionary (kept for its callers)."""
+    return save_dictionary(qk, path, dtype)
+
+
 def load_qk(
     path: str | Path,
     device: torch.device | str | None = None,
@@ -65,47 +137,10 @@ def load_qk(
     layer: int | None = None,
 ) -> QKDictionary:
     """Load a QK dictionary; with `spec` (an adapter's ModelSpec) and `layer`, check it fits."""
-    path = Path(path)
-    cfg_file, weights_file = path / CONFIG, path / WEIGHTS
-    if not cfg_file.is_file():
-        raise FileNotFoundError(
-            f"{path} is not a dictionary directory (no {CONFIG}): give the folder that "
-            "`attnviz train qk` or save_qk wrote"
-        )
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as err:
-        raise CorruptStoreError(
-            f"{cfg_file} is not valid JSON ({err}): re-save or re-train it"
-        ) from None
-    if raw.get("architecture") not in ARCHITECTURES:
+    d = load_dictionary(path, model=spec, layer=layer, device=device)
+    if not isinstance(d, QKDictionary):
         raise DictionaryMismatchError(
-            f"{path} holds a {raw.get('architecture')!r} dictionary, not a QK dictionary "
-            f"({', '.join(ARCHITECTURES)})"
+            f"{path} holds a {d.cfg.architecture!r} dictionary, not a QK dictionary: "
+            "load it with attnviz.dictionaries.io.load_dictionary"
         )
-    try:
-        tensors = load_file(str(weights_file))
-    except (SafetensorError, OSError, FileNotFoundError) as err:
-        raise CorruptStoreError(
-            f"{weights_file} cannot be read ({err}): the file is missing or truncated; copy it "
-            "again or re-train"
-        ) from None
-    cfg = QKConfig.from_dict(raw)
-    qk = QKDictionary(cfg)
-    state = {k: v.float() for k, v in tensors.items() if not k.startswith("pairs.")}
-    expected = {k: tuple(v.shape) for k, v in qk.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:
-        raise CorruptStoreError(
-            f"{weights_file} does not match {cfg_file}: expected tensors {expected}, found {got}"
-        )
-    qk.load_state_dict(state)
-    if "pairs_shape" in raw:
-        qk.pairs = PairTable.from_tensors(tensors, tuple(raw["pairs_shape"]))  # type: ignore[arg-type]
-    if device is not None:
-        qk.to(device)
-        if qk.pairs is not None:
-            qk.pairs = qk.pairs.to(device)
-    if spec is not None:
-        qk.check_compatible(spec, layer)
-    return qk
+    return d

@@ -1,4 +1,5 @@
-"""Dictionaries shipped inside the package (trained by scripts/ship_qk_transcoders.py)."""
+"""Dictionaries shipped inside the package, of every kind (QK ones trained by
+scripts/ship_qk_transcoders.py), listed by model, site and layer."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import torch
 
-from attnviz.dictionaries.io import CONFIG, load_qk
+from attnviz.dictionaries.base import Dictionary
+from attnviz.dictionaries.io import CONFIG, load_dictionary, load_qk
 from attnviz.dictionaries.qk import QKDictionary
+from attnviz.errors import DictionaryNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 TRAINED_CONTEXTS = 2048
@@ -20,8 +23,16 @@ def pretrained_dir(model: str) -> Path:
     return ROOT / model
 
 
-def list_pretrained() -> list[dict]:
-    """One row per shipped dictionary: model, name, architecture, layer, widths, path."""
+def _features(cfg: dict) -> str:
+    """A dictionary's width as shown in listings: "1024" or, for paired coders, "1024/1024"."""
+    if "d_hidden_q" in cfg:
+        return f"{cfg['d_hidden_q']}/{cfg['d_hidden_k']}"
+    return str(cfg.get("d_sae", cfg.get("d_hidden", "?")))
+
+
+def list_pretrained(model: str | None = None) -> list[dict]:
+    """One row per shipped dictionary of every kind: model, name, architecture, site, layer,
+    features, pairs (whether it carries a QK pair table), dtype, path; sorted by model, layer."""
     rows = []
     for cfg_file in sorted(ROOT.glob(f"*/*/{CONFIG}")):
         cfg = json.loads(cfg_file.read_text())
@@ -30,14 +41,28 @@ def list_pretrained() -> list[dict]:
                 "model": cfg_file.parent.parent.name,
                 "name": cfg_file.parent.name,
                 "architecture": cfg["architecture"],
+                "site": cfg.get("site", cfg.get("hook_in", "?")),
                 "layer": cfg["layer"],
-                "d_hidden_q": cfg["d_hidden_q"],
-                "d_hidden_k": cfg["d_hidden_k"],
+                "features": _features(cfg),
                 "pairs": "pairs_shape" in cfg,
+                "dtype": cfg.get("weights_dtype", "?"),
                 "path": str(cfg_file.parent),
             }
         )
-    return sorted(rows, key=lambda r: (r["model"], r["layer"], r["architecture"]))
+    rows = [r for r in rows if model is None or r["model"] == model]
+    return sorted(rows, key=lambda r: (r["model"], r["layer"], r["architecture"], r["name"]))
+
+
+def load_pretrained(model: str, name: str, device: torch.device | str | None = None) -> Dictionary:
+    """The shipped dictionary `name` (a row's "name" in list_pretrained) for `model`."""
+    path = pretrained_dir(model) / name
+    if not (path / CONFIG).is_file():
+        have = [r["name"] for r in list_pretrained(model)] or ["none"]
+        raise DictionaryNotFoundError(
+            f"no shipped dictionary {name!r} for {model} (shipped: {', '.join(have)}); "
+            "see `attnviz dictionaries`"
+        )
+    return load_dictionary(path, device=device)
 
 
 def load_pretrained_qk(
@@ -47,14 +72,14 @@ def load_pretrained_qk(
     device: torch.device | str | None = None,
 ) -> QKDictionary:
     """A shipped QK dictionary (fp16 on disk, float32 in memory)."""
-    path = pretrained_dir(model) / f"{architecture.replace('_', '-')}-L{layer}"
-    if not (path / CONFIG).is_file():
-        have = [f"{r['name']}" for r in list_pretrained() if r["model"] == model] or ["none"]
-        raise FileNotFoundError(
+    name = f"{architecture.replace('_', '-')}-L{layer}"
+    if not (pretrained_dir(model) / name / CONFIG).is_file():
+        have = [r["name"] for r in list_pretrained(model)] or ["none"]
+        raise DictionaryNotFoundError(
             f"no shipped {architecture} for {model} layer {layer} (shipped: {', '.join(have)}); "
             f"train one with `attnviz train qk --model {model} --layer {layer}`"
         )
-    return load_qk(path, device=device)
+    return load_qk(pretrained_dir(model) / name, device=device)
 
 
 def held_out_contexts(adapter, n_contexts: int) -> torch.Tensor:

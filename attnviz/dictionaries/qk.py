@@ -15,14 +15,16 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attnviz._version import __version__
+from attnviz.dictionaries.base import Dictionary
 from attnviz.dictionaries.pair_table import PairTable
+from attnviz.dictionaries.registry import register
 from attnviz.dictionaries.sparse_coder import SparseCoder
-from attnviz.errors import DictionaryMismatchError
 
-ARCHITECTURES = ("qk_transcoder", "qk_sae")
+VARIANTS = ("qk_transcoder", "qk_sae")
+"""The two architectures this module registers (one config and module class serve both)."""
 
 
 @dataclass
@@ -57,9 +59,9 @@ class QKConfig:
     """The attnviz version that wrote it."""
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
+        if self.architecture not in VARIANTS:
             raise ValueError(
-                f"unknown architecture {self.architecture!r}: use one of {ARCHITECTURES}"
+                f"{self.architecture!r} is not a QK dictionary architecture: use one of {VARIANTS}"
             )
 
     @classmethod
@@ -90,7 +92,7 @@ class QKConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class QKDictionary(nn.Module):
+class QKDictionary(Dictionary):
     """A query coder and a key coder for one attention layer."""
 
     def __init__(self, cfg: QKConfig, seed: int = 0):
@@ -111,14 +113,6 @@ class QKDictionary(nn.Module):
     def input_fields(self) -> tuple[str, ...]:
         """The AttentionActivations fields the coders read."""
         return ("resid_normed",) if self.is_transcoder else ("q", "k")
-
-    @property
-    def device(self) -> torch.device:
-        return self.query.W_enc.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.query.W_enc.dtype
 
     def inputs(self, acts: Any) -> dict[str, Tensor | None]:
         """What the dictionary reads from a layer's AttentionActivations (resid_normed, or q and
@@ -175,28 +169,38 @@ class QKDictionary(nn.Module):
     def dec_k(self) -> Tensor:
         return self.key.W_dec.unflatten(-1, (self.cfg.n_kv_heads, self.cfg.d_head))
 
-    def check_compatible(self, spec: Any, layer: int | None = None) -> None:
-        """Raise DictionaryMismatchError naming what differs from the model (and layer) given."""
+    # ---- registry hooks (see dictionaries/base.py) ----------------------------------------
+
+    def site_widths(self) -> dict[str, int]:
         c = self.cfg
-        problems = []
-        for name, mine in [
-            ("d_model", c.d_model),
-            ("n_heads", c.n_heads),
-            ("n_kv_heads", c.n_kv_heads),
-            ("d_head", c.d_head),
-            ("positional", c.positional),
-        ]:
-            theirs = getattr(spec, name)
-            if mine != theirs:
-                problems.append(f"{name} {mine} vs {theirs}")
-        if problems:
-            raise DictionaryMismatchError(
-                f"this {c.architecture} was trained on {c.model} layer {c.layer} and does not fit "
-                f"{spec.name}: {', '.join(problems)}. Load the model it was trained on "
-                f"(attnviz.load_model({c.model!r})) or train one for {spec.name}."
-            )
-        if layer is not None and layer != c.layer:
-            raise DictionaryMismatchError(
-                f"this {c.architecture} was trained on layer {c.layer} of {c.model}, not layer "
-                f"{layer}: use it with layer={c.layer}, or train one for layer {layer}."
-            )
+        widths = {"q": c.n_heads * c.d_head, "k": c.n_kv_heads * c.d_head}
+        return {"resid_normed": c.d_model, **widths} if self.is_transcoder else widths
+
+    def spec_requirements(self) -> dict[str, Any]:
+        c = self.cfg
+        return {"d_model": c.d_model, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads,
+                "d_head": c.d_head, "positional": c.positional}  # fmt: skip
+
+    def extra_tensors(self) -> dict[str, Tensor]:
+        return {} if self.pairs is None else self.pairs.tensors()
+
+    def extra_config(self) -> dict[str, Any]:
+        return {} if self.pairs is None else {"pairs_shape": list(self.pairs.shape)}
+
+    def load_extra(self, tensors: dict[str, Tensor], raw_cfg: dict[str, Any]) -> None:
+        if "pairs_shape" in raw_cfg:
+            self.pairs = PairTable.from_tensors(tensors, tuple(raw_cfg["pairs_shape"]))  # type: ignore[arg-type]
+
+    def extra_to(self, device: torch.device | str) -> None:
+        if self.pairs is not None:
+            self.pairs = self.pairs.to(device)
+
+
+for _name, _summary in (
+    (
+        "qk_transcoder",
+        "query and key transcoders from the normalised residual (Sharkey et al. 2024)",
+    ),
+    ("qk_sae", "L2 sparse autoencoders on q and k (the QK transcoders' baseline)"),
+):
+    register(_name, QKConfig, QKDictionary, _summary)

@@ -1,31 +1,26 @@
-"""Training settings for QK dictionaries; the same dataclass drives the command line."""
+"""Training settings; the same dataclasses drive the command line (one flag per field, help from
+the field's docstring).
+
+`LoopConfig` holds what every architecture's training shares (optimiser, schedule, dead-feature
+remedies, evaluation, checkpoints); each architecture's config extends it with its own fields.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
 @dataclass
-class QKTrainConfig:
-    architecture: str = "qk_transcoder"
-    """"qk_transcoder" (pattern KL, seed 000) or "qk_sae" (the L2 baseline on q and k)."""
-    d_hidden_q: int = 1024
-    """Query features."""
-    d_hidden_k: int = 1024
-    """Key features."""
+class LoopConfig:
     lr: float = 1e-3
     """Adam learning rate (after warm-up)."""
     adam_beta1: float = 0.0
-    """Adam beta1; 0 often helps sparse dictionaries (seed 001)."""
+    """Adam beta1; 0 often helps sparse dictionaries (GDM progress update, 2024)."""
     adam_beta2: float = 0.999
     """Adam beta2."""
-    sparsity: float = 3e-3
-    """Coefficient of the L0.5 penalty sum_i sqrt(f_i * |dec_i| + eps) per token."""
-    kl_weights: tuple[float, float, float] = (3.0, 1.0, 1.0)
-    """Weights of KL(true || q^k^), KL(true || q^k), KL(true || qk^) (seed 000: 3, 1, 1)."""
     batch_contexts: int = 16
-    """Contexts per step (each a full row of positions, so patterns can be rebuilt)."""
+    """Contexts per step, over all processes (each a full row of positions)."""
     tokens: int = 1_000_000
     """Training tokens in total (the store is repeated in epochs if it is smaller)."""
     warmup_steps: int = 200
@@ -35,7 +30,9 @@ class QKTrainConfig:
     dead_window: int = 500
     """A feature that has not fired for this many steps counts as dead."""
     ghost_grads: bool = True
-    """Rescaled ghost grads (seed 001): loss times the dead fraction, activation exp(min(x, 0))."""
+    """Rescaled ghost grads: loss times the dead fraction, activation exp(min(x, 0))."""
+    neg_pre_penalty: float = 0.0
+    """Coefficient of the L1 penalty on negative pre-activations (Anthropic 2025); 0: off."""
     unit_norm_decoder: bool = True
     """Keep decoder rows at unit norm (activations then carry the magnitude)."""
     eval_every: int = 250
@@ -46,14 +43,55 @@ class QKTrainConfig:
     """Seed for initialisation and data order."""
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["kl_weights"] = list(self.kl_weights)
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> QKTrainConfig:
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        if "kl_weights" in d:
-            d["kl_weights"] = tuple(d["kl_weights"])
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        defaults = {f.name: f.default for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(defaults[k], tuple) else v
+            for k, v in d.items()
+            if k in defaults
+        }
+        return cls(**values)
+
+
+@dataclass
+class QKTrainConfig(LoopConfig):
+    architecture: str = "qk_transcoder"
+    """"qk_transcoder" (pattern KL, Sharkey et al. 2024) or "qk_sae" (L2 on q and k)."""
+    d_hidden_q: int = 1024
+    """Query features."""
+    d_hidden_k: int = 1024
+    """Key features."""
+    sparsity: float = 3e-3
+    """Coefficient of the L0.5 penalty sum_i sqrt(f_i * |dec_i| + eps) per token."""
+    kl_weights: tuple[float, float, float] = (3.0, 1.0, 1.0)
+    """Weights of KL(true || q^k^), KL(true || q^k), KL(true || qk^) (Sharkey et al.: 3, 1, 1)."""
+
+
+@dataclass
+class TrainJobConfig:
+    """Where `attnviz train ...` gets its activations and puts its result (the dictionary's own
+    settings are the architecture's config)."""
+
+    layer: int = field(default=0, metadata={"required": True})
+    """Attention layer, counted from 0."""
+    model: str = "smollm2-135m"
+    """Model name (see `attnviz models`)."""
+    backend: str | None = None
+    """transformer_lens or nnsight (default: the model's usual one)."""
+    corpus: str = "pydocs"
+    """Corpus name, text file or folder."""
+    store: str | None = None
+    """Activation store (collected first if missing, resumed if partial)."""
+    collect_tokens: int = 262_144
+    """Tokens to collect into the store."""
+    n_ctx: int = 128
+    """Tokens per context."""
+    batch_size: int = 16
+    """Contexts per forward pass while collecting."""
+    device: str | None = None
+    """cuda / cpu (default: cuda when available)."""
+    out: str | None = None
+    """Output directory (resumed if it holds a checkpoint)."""

@@ -1,4 +1,10 @@
-"""Finding dead features and resampling them (seed 001: resampling remains a strong default)."""
+"""Dead features: finding them, and three remedies the training loop can apply.
+
+- resampling (Bricken et al. 2023; still a strong default in the GDM progress update, 2024);
+- rescaled ghost grads (Anthropic circuits update, January 2024);
+- an L1 penalty on negative pre-activations (Anthropic attention update, 2025), which keeps
+  every feature's pre-activation from sinking far below zero, where no gradient reaches it.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +23,13 @@ class FiringTracker:
         self.tokens_seen = 0
 
     def update(self, f: Tensor) -> None:
-        fired = (f.reshape(-1, f.shape[-1]) > 0).sum(0)
+        flat = f.reshape(-1, f.shape[-1])
+        self.update_counts((flat > 0).sum(0), flat.shape[0])
+
+    def update_counts(self, fired: Tensor, n_tokens: int) -> None:
+        """One step's firing counts per feature (summed over processes in a distributed run)."""
         self.fired_total += fired
-        self.tokens_seen += f.reshape(-1, f.shape[-1]).shape[0]
+        self.tokens_seen += int(n_tokens)
         self.steps_since = torch.where(fired > 0, 0, self.steps_since + 1)
 
     def dead(self, window: int) -> Tensor:
@@ -83,3 +93,31 @@ def resample(
             if key in state:
                 state[key][rows] = 0.0
     return int(idx.numel())
+
+
+def ghost_loss(coder: SparseCoder, x: Tensor, residual: Tensor, dead: Tensor) -> Tensor:
+    """Rescaled ghost grads: dead features, through exp(min(pre, 0)), learn to explain what the
+    live ones leave unexplained; the loss is multiplied by the fraction of dead features.
+
+    x: coder input [tokens, d_in]; residual: target - reconstruction (no gradient) [tokens, d_out];
+    dead: bool [d_hidden]."""
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return x.new_zeros(())
+    pre = coder.pre_activation(x)[:, dead]
+    ghost = torch.exp(torch.clamp(pre, max=0.0)) @ coder.W_dec[dead]
+    # Scale the ghost output to half the residual's norm, so it points rather than pushes.
+    r_norm = residual.norm(dim=-1, keepdim=True)
+    g_norm = ghost.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    ghost = ghost * (r_norm / (2 * g_norm)).detach()
+    mse = (ghost - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(1e-8)
+    return mse * (n_dead / dead.numel())
+
+
+def negative_pre_penalty(coder: SparseCoder, x: Tensor) -> Tensor:
+    """sum_i max(-pre_i, 0) per token, averaged over tokens: an L1 penalty on the negative part
+    of the pre-activations. A feature whose pre-activation is negative everywhere gets a gradient
+    pulling it back towards firing, so it cannot die quietly.
+
+    x: coder input [tokens, d_in]."""
+    return torch.relu(-coder.pre_activation(x)).sum(-1).mean()

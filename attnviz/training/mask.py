@@ -1,4 +1,4 @@
-"""Step 2 of seed 000: learn which query-feature x key-feature pairs matter to each head.
+"""Step 2 of QK transcoder training (Sharkey et al. 2024): learn which query-feature x key-feature pairs matter to each head.
 
 A mask m in [0, 1] over candidate pairs (a, b, h) scales each pair's score term; it is fitted to
 the true pattern (KL per query row) with an L0.5 penalty on m, the transcoders frozen. What
@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from attnviz.analysis.qk_pairs import masked_scores, pair_contributions
+from attnviz.analysis.qk import masked_scores, pair_contributions
 from attnviz.data.store import ActivationStore
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKDictionary
 from attnviz.models.rotary import Rotary
-from attnviz.training.qk_losses import log_pattern, pattern_kl
+from attnviz.training.qk import log_pattern, pattern_kl
 
 
 @dataclass
