@@ -131,7 +131,7 @@ def _evaluate_shipped(adapter, n_contexts: int) -> None:
     for entry in shipped:
         qk = load_pretrained_qk(adapter.spec.name, entry["layer"])
         frames.append(evaluate_qk(adapter, qk, batches, pairs=qk.pairs).table())
-    cols = ["layer", "d_hidden_q", "l0_q", "l0_k", "live_q", "live_k", "kl_mean",
+    cols = ["layer", "d_hidden_q", "l0_q", "l0_k", "live_q", "live_k", "kl_mean", "loss_increase_recon",
             "ce_recovered_uniform", "ce_recovered_mean", "pairs_kept", "masked_kl_mean",
             "masked_ce_recovered_uniform"]  # fmt: skip
     table = pd.concat(frames)

@@ -1,5 +1,5 @@
 """Quality of the shipped QK transcoders for the embedded SmolLM2-135M, beside the L2 q/k SAE
-baseline of equal width and the figures seed 000 reports for GPT-2 small.
+baseline of equal width and the figures Sharkey et al. (2024) report for GPT-2 small.
 
 Evaluated on held-out pydocs contexts (after the ones the dictionaries were trained on): L0 per
 transcoder, live features, pairs kept and fraction masked, per-head KL, and the fraction of the
@@ -38,7 +38,7 @@ from attnviz.dictionaries.pretrained import (
 
 RESULTS = Path(__file__).parent / "results" / "qk_quality.json"
 SEED_GPT2 = {
-    "model": "gpt2-small (seed 000)",
+    "model": "gpt2-small (Sharkey et al. 2024)",
     "layers": "2 / 6 / 10",
     "d_hidden": 2400,
     "l0_per_transcoder": "14-20",
@@ -101,7 +101,7 @@ def main() -> None:
             for key in WARNINGS:
                 if row.get(key):
                     print(f"  layer {row['layer']} {row['architecture']} {key}: {row[key]}")
-        print("\nseed 000 on GPT-2 small, for comparison:")
+        print("\nSharkey et al. (2024) on GPT-2 small, for comparison:")
         for k, v in SEED_GPT2.items():
             print(f"  {k}: {v}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Query/key dictionaries: a pair of sparse encoder-decoders whose outputs are a layer's queries
 and keys (before rotation).
 
-- "qk_transcoder" (seed 000): both read the normalised residual stream before the layer and are
+- "qk_transcoder" (Sharkey et al. 2024): both read the normalised residual stream before the layer and are
   trained on the attention pattern they produce (KL), not on q/k reconstruction.
 - "qk_sae": the L2 baseline; one SAE reads and rebuilds q, the other k.
 
