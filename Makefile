@@ -22,6 +22,7 @@ check: env
 	$(BIN)/ruff check attnviz tests benchmarks scripts tutorials
 	$(BIN)/ruff format --check attnviz tests benchmarks scripts tutorials
 	$(BIN)/mypy
+	cd widgets && (test -x node_modules/.bin/eslint || npm ci --no-audit --no-fund --loglevel=error) && npm run --silent lint
 
 format: env
 	$(BIN)/ruff format attnviz tests benchmarks scripts tutorials

@@ -13,7 +13,7 @@ from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.pair_explorer import PairExplorer
 from attnviz.widgets.pattern_explorer import PatternExplorer
 from attnviz.widgets.qk_widget import dictionaries_by_layer
-from tests.test_reconstruction import TEXT, make_qk
+from tests.helpers import TEXT, make_qk
 
 
 @pytest.fixture(autouse=True)

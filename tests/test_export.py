@@ -15,7 +15,7 @@ from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.attention_view import AttentionView
 from attnviz.widgets.export import ExportError, html_document, widget_state, write_html
 from attnviz.widgets.pattern_explorer import PatternExplorer
-from tests.test_reconstruction import make_qk
+from tests.helpers import make_qk
 
 XSS = "</script><img src=x onerror=alert(1)> & <!-- <script>alert(2)</script>"
 

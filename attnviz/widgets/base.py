@@ -1,8 +1,9 @@
-"""What every attnviz widget over a prompt shares: the prompt/layer/head traits, recomputation in
-the kernel with errors shown in the widget, long prompts pooled before they leave the kernel, and
-export to a self-contained HTML file or a PNG.
+"""What attnviz widgets share. ``Widget``: the front-end bundle, requests from the browser
+(:mod:`attnviz.widgets.requests`) and export to a self-contained HTML file or a PNG.
+``PromptWidget``: the prompt/layer/head traits, recomputation in the kernel with errors shown in
+the widget, long prompts pooled before they leave the kernel.
 
-A widget subclass names its front-end bundle (``BUNDLE``), lists the layers it can show
+A prompt widget subclass names its front-end bundle (``BUNDLE``), lists the layers it can show
 (``available_layers``) and computes its data traits for a prompt (``compute``); the base class
 does the rest.
 """
@@ -22,9 +23,10 @@ from torch import Tensor
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.widgets.arrays import WireDtype, encode_array
+from attnviz.widgets.requests import Requests
 from attnviz.widgets.static import static_path
 
-__all__ = ["MAX_SIZE", "PromptWidget", "pool_blocks", "pool_signed"]
+__all__ = ["MAX_SIZE", "PromptWidget", "Widget", "pool_blocks", "pool_signed"]
 
 MAX_SIZE = 512
 """Longest side, in cells, of a pattern sent to the browser; longer prompts are max-pooled."""
@@ -66,15 +68,53 @@ def pool_signed(diff: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     return pooled, torch.isinf(pooled)
 
 
-class PromptWidget(anywidget.AnyWidget):
+class Widget(anywidget.AnyWidget):
+    """Base of every attnviz widget: its bundle (``BUNDLE``, read when the widget is made, so a
+    missing build fails with a message that says how to make it), its request handlers (methods
+    marked with :func:`attnviz.widgets.requests.handles`) and export."""
+
+    BUNDLE: ClassVar[str] = ""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # anywidget wants `_esm` before its __init__ (a Path works only on the class).
+        self._esm = static_path(self.BUNDLE).read_text(encoding="utf-8")
+        super().__init__(**kwargs)
+        self.requests = Requests(self)
+
+    def close(self) -> None:
+        """Cancel running requests, then close the widget's comm."""
+        requests = getattr(self, "requests", None)
+        if requests is not None:
+            requests.close()
+        super().close()
+
+    def to_html(self, path: str | Path, title: str | None = None) -> Path:
+        """Write the widget as it is now to one self-contained HTML file (script, styles and data
+        inlined; opens offline). What the browser does alone keeps working in the file; what
+        needs the kernel is disabled with a note. Returns the path."""
+        from attnviz.widgets.export import write_html
+
+        return write_html(self, path, title=title)
+
+    def figure(self) -> Any:
+        """A plotly figure of what the widget shows (for reports)."""
+        raise NotImplementedError
+
+    def to_png(self, path: str | Path, scale: float = 2.0) -> Path:
+        """Save `figure()` as a PNG through plotly and kaleido (a headless chromium). Returns the
+        path."""
+        from attnviz.widgets.export import write_png
+
+        return write_png(self.figure(), path, scale=scale)
+
+
+class PromptWidget(Widget):
     """Base of the widgets that show one layer of one prompt.
 
     Traits (synced): prompt, layer, head, layers (those the widget can show), n_heads, tokens
     (token strings, BOS included), downsampled (block size of pooled patterns; 1 = none),
     error (the message of the last failed recomputation; the previous picture stays), busy.
     """
-
-    BUNDLE: ClassVar[str] = ""
 
     prompt = traitlets.Unicode("").tag(sync=True)
     layer = traitlets.Int(0).tag(sync=True)
@@ -106,9 +146,6 @@ class PromptWidget(anywidget.AnyWidget):
             raise ValueError(f"max_size must be at least 1, got {max_size}")
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        # Read the bundle first (anywidget wants `_esm` before its __init__): a missing build
-        # fails here with a message that says how to make it.
-        self._esm = static_path(self.BUNDLE).read_text(encoding="utf-8")
         self._model = model
         self._dtype: WireDtype = dtype
         self._max_size = max_size
@@ -172,27 +209,33 @@ class PromptWidget(anywidget.AnyWidget):
         """
         self.busy = True
         try:
-            layer = self._model.check_layer(self.layer)
-            ids = self._model.to_tokens(self.prompt)
-            full, updates = self.compute(ids, layer)
-            tokens = self._model.to_str_tokens(ids[0])
-        except AttnvizError as err:
-            self.error = str(err)
-            self._back_to_shown_layer()
-            return
-        except Exception as err:
-            self.error = f"attnviz: unexpected {type(err).__name__}: {err}"
-            raise
+            try:
+                layer = self._model.check_layer(self.layer)
+                ids = self._model.to_tokens(self.prompt)
+                full, updates = self.compute(ids, layer)
+                tokens = self._model.to_str_tokens(ids[0])
+            except AttnvizError as err:
+                with self.hold_sync():
+                    self.error = str(err)
+                    self._back_to_shown_layer()
+                    self.busy = False
+                return
+            except Exception as err:
+                self.error = f"attnviz: unexpected {type(err).__name__}: {err}"
+                raise
+            # Long prompts are kept at half precision: 2048 tokens x 9 heads is 72 MiB a pattern.
+            keep = torch.float32 if len(tokens) <= self._max_size else torch.float16
+            self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
+            # One message: tokens and data never disagree in the browser, and "not busy" never
+            # arrives before the data it announces.
+            with self.hold_sync():
+                self.tokens = tokens
+                for name, value in {**updates, **self._view(None)}.items():
+                    self._quietly(name, value)
+                self.error = ""
+                self.busy = False
         finally:
             self.busy = False
-        # Long prompts are kept at half precision: 2048 tokens x 9 heads is 72 MiB a pattern.
-        keep = torch.float32 if len(tokens) <= self._max_size else torch.float16
-        self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
-        with self.hold_sync():  # one message: tokens and data never disagree in the browser
-            self.tokens = tokens
-            for name, value in {**updates, **self._view(None)}.items():
-                self._quietly(name, value)
-            self.error = ""
         self._shown_layer: int | None = layer
 
     def _quietly(self, name: str, value: Any) -> None:
@@ -256,27 +299,6 @@ class PromptWidget(anywidget.AnyWidget):
         pool = pool_signed if signed else pool_blocks
         pooled, masked = pool(pattern.detach().float().cpu(), factor)
         return encode_array(pooled, self._dtype, masked=masked)
-
-    # ---- export ------------------------------------------------------------------------------
-
-    def to_html(self, path: str | Path, title: str | None = None) -> Path:
-        """Write the widget as it is now to one self-contained HTML file (script, styles and data
-        inlined; opens offline). Hover and head selection keep working in the file; changing the
-        prompt or layer needs the kernel. Returns the path."""
-        from attnviz.widgets.export import write_html
-
-        return write_html(self, path, title=title)
-
-    def figure(self) -> Any:
-        """A plotly figure of what the widget shows for the selected head (for reports)."""
-        raise NotImplementedError
-
-    def to_png(self, path: str | Path, scale: float = 2.0) -> Path:
-        """Save `figure()` as a PNG through plotly and kaleido (a headless chromium). Returns the
-        path."""
-        from attnviz.widgets.export import write_png
-
-        return write_png(self.figure(), path, scale=scale)
 
     def __repr__(self) -> str:
         return (

@@ -26,7 +26,7 @@ from attnviz.errors import AttnvizError
 from attnviz.widgets.static import static_path
 
 if TYPE_CHECKING:
-    from attnviz.widgets.base import PromptWidget
+    from attnviz.widgets.base import Widget
 
 __all__ = ["ExportError", "html_document", "widget_state", "write_html", "write_png"]
 
@@ -37,7 +37,7 @@ class ExportError(AttnvizError):
     """A widget could not be written out (missing PNG renderer, unwritable path)."""
 
 
-def widget_state(widget: PromptWidget) -> dict[str, Any]:
+def widget_state(widget: Widget) -> dict[str, Any]:
     """The widget's own synced traits (not anywidget's or ipywidgets' plumbing), JSON-safe:
     bytes become {"$bytes": base64}."""
     # anywidget adds its own private traits (_esm, _css, ...) to a subclass made per instance.
@@ -83,7 +83,7 @@ try {
 """
 
 
-def html_document(widget: PromptWidget, title: str | None = None) -> str:
+def html_document(widget: Widget, title: str | None = None) -> str:
     """The self-contained HTML text of `widget` as it is now."""
     name = widget.BUNDLE
     nonce = secrets.token_urlsafe(18)
@@ -139,7 +139,7 @@ def _write_atomic(path: Path, write: Any) -> Path:
     return path
 
 
-def write_html(widget: PromptWidget, path: str | Path, title: str | None = None) -> Path:
+def write_html(widget: Widget, path: str | Path, title: str | None = None) -> Path:
     """Write `widget` to `path` as one self-contained HTML file (see the module docstring)."""
     text = html_document(widget, title)
     return _write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -18,6 +18,7 @@ import traitlets
 from torch import Tensor
 
 from attnviz.analysis.feature_examples import FeatureActivations
+from attnviz.analysis.metrics import density_histogram
 from attnviz.analysis.reconstruction import Reconstruction, ReconstructionKind
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
@@ -212,10 +213,10 @@ class PairExplorer(QKWidget):
                     "center": len(before),
                 }
             )
-        live = density[density > 0].log10()
-        lo = math.floor(float(live.min())) if live.numel() else -4
-        edges = torch.arange(lo, 0.0001, 0.25, dtype=torch.float64)
-        counts = torch.histogram(live, edges)[0] if live.numel() and len(edges) > 1 else None
+        live = density[density > 0]
+        lo = min(-1, math.floor(math.log10(float(live.min())))) if live.numel() else -4
+        edges = [lo + 0.25 * i for i in range(4 * -lo + 1)]  # quarter decades up to density 1
+        hist = density_histogram(density, edges)
         self.feature_info = {
             "side": side,
             "index": int(index),
@@ -225,9 +226,9 @@ class PairExplorer(QKWidget):
             # the densities of all live features of this side, to place this one among them
             "histogram": {
                 "edges": [round(float(e), 3) for e in edges],
-                "counts": [] if counts is None else [int(c) for c in counts],
+                "counts": hist["counts"] if live.numel() else [],
             },
-            "dead": int((density == 0).sum()),
+            "dead": hist["never_fired"],
             "n_tokens": int(library.tokens.numel()),
             "examples": shown,
         }

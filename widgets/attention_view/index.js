@@ -7,19 +7,12 @@
 // thumbnail; drawn at once, nothing is recomputed in the kernel), window (a click on a pooled
 // block zooms in; "whole prompt" zooms out).
 
-import {
-  batched,
-  createCheckbox,
-  createFrame,
-  createLegend,
-  createPanel,
-  createTooltip,
-  el,
-  markThumb,
-  renderThumbs,
-} from "../shared/dom.js";
-import { colorMax, FUTURE_COLOR, panelSource, patternPixels, statusOf } from "../shared/patterns.js";
-import { describeCell, formatValue, zoomWindow } from "../shared/tokens.js";
+import { el } from "../shared/controls.js";
+import { createLegend, createPanel } from "../shared/panel.js";
+import { colorMax, FUTURE_COLOR, patternPixels } from "../shared/patterns.js";
+import { createPromptView } from "../shared/prompt_view.js";
+import { markThumb, renderThumbs } from "../shared/thumbs.js";
+import { describeCell, formatValue } from "../shared/tokens.js";
 
 export { colorMax, FUTURE_COLOR, headSlice, patternPixels, statusText } from "../shared/patterns.js";
 export {
@@ -41,27 +34,16 @@ export {
 export const THUMB_PX = 72;
 
 function render({ model, el: host }) {
-  const source = panelSource(model, "patterns");
-  const selectedHead = () => source.head();
-
-  const contrast = createCheckbox(
-    "contrast",
-    "contrast",
-    "scale each head's colours to its largest weight outside the first column, " +
-      "so heads that put most attention on the first token show where the rest goes",
-  );
-  const frame = createFrame(model, {
+  const view = createPromptView(model, {
     testid: "attention-view",
-    extraControls: [contrast.node],
-    hasData: () => source.decoded !== null,
-    localError: () => source.error,
-    statusText: () => statusOf(model, selectedHead(), "max-pooled; click a block to zoom in"),
+    trait: "patterns",
+    contrast:
+      "scale each head's colours to its largest weight outside the first column, " +
+      "so heads that put most attention on the first token show where the rest goes",
   });
-  const { root, body } = frame;
+  const { root, body, source, tooltip } = view;
+  const contrast = view.contrast.box;
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
-  const tooltip = createTooltip(root);
-  const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
-  const offset = () => Number(model.get("offset") ?? 0);
 
   const panel = createPanel({
     testid: "heatmap",
@@ -69,14 +51,10 @@ function render({ model, el: host }) {
       panel.highlight(cell);
       const { cols } = panel.geometry;
       const value = source.slice("patterns")[cell.row * cols + cell.col];
-      tooltip.show(describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor(), offset()), event, cell);
+      tooltip.show(describeCell(view.tokens(), cell.row, cell.col, value, view.factor(), view.offset()), event, cell);
     },
     onLeave: hideHover,
-    onClick(cell) {
-      if (factor() <= 1 || frame.isStatic) return; // only pooled pictures zoom
-      const n = (model.get("tokens") ?? []).length;
-      frame.request({ window: zoomWindow(cell, factor(), offset(), n, Number(model.get("window_size") ?? 512)) });
-    },
+    onClick: view.zoom,
   });
   const legend = createLegend({
     title: "attention",
@@ -96,17 +74,14 @@ function render({ model, el: host }) {
     renderThumbs(thumbs, source.decoded?.shape, {
       slice: (h) => source.slice("patterns", h),
       px: THUMB_PX,
-      contrast: contrast.box.checked,
+      contrast: contrast.checked,
       caption: (h) => `head ${h}`,
-      onSelect(h) {
-        model.set("head", h);
-        model.save_changes();
-      },
+      onSelect: view.selectHead,
     });
   }
 
   function renderHeatmap() {
-    const head = selectedHead();
+    const head = view.head();
     root.dataset.head = String(head);
     markThumb(thumbs, head);
     if (!source.decoded) {
@@ -115,43 +90,29 @@ function render({ model, el: host }) {
     }
     const [, rows, cols] = source.decoded.shape;
     const slice = source.slice("patterns");
-    const vmax = colorMax(slice, rows, cols, contrast.box.checked);
+    const vmax = colorMax(slice, rows, cols, contrast.checked);
     panel.draw(() => patternPixels(slice, rows, cols, vmax), rows, cols);
     legend.setRange("0", vmax === 1 ? "1" : formatValue(vmax));
     root.dataset.vmax = String(vmax);
   }
 
-  function renderAll() {
-    source.refresh();
-    frame.settled();
-    root.dataset.nTokens = String((model.get("tokens") ?? []).length);
-    renderThumbnails();
-    renderHeatmap();
-    panel.setLabels(model.get("tokens") ?? [], factor(), offset());
-    hideHover();
-    frame.renderStatus();
-  }
-
-  contrast.box.addEventListener("change", () => {
-    renderThumbnails();
-    renderHeatmap();
-  });
-
-  const scheduleAll = batched(renderAll);
-  frame.listen({
-    "change:patterns": scheduleAll,
-    "change:tokens": scheduleAll,
-    "change:downsampled": scheduleAll,
-    "change:offset": scheduleAll,
-    "change:head": () => {
-      hideHover();
+  view.start({
+    all() {
+      renderThumbnails();
       renderHeatmap();
-      frame.renderStatus();
+      panel.setLabels(view.tokens(), view.factor(), view.offset());
+      panel.highlight(null);
+    },
+    head() {
+      panel.highlight(null);
+      renderHeatmap();
+    },
+    contrast() {
+      renderThumbnails();
+      renderHeatmap();
     },
   });
-  renderAll();
-
-  return frame.dispose;
+  return view.dispose;
 }
 
 export default { render };

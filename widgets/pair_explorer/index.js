@@ -6,20 +6,16 @@
 // Traits written: prompt, layer, view, map (selectors), head (thumbnails), clicked ([row, col]
 // of the heatmap; the kernel decomposes it), feature ({side, index}; the kernel finds examples).
 
-import {
-  batched,
-  createCheckbox,
-  createFrame,
-  createPanel,
-  createTooltip,
-  el,
-  markThumb,
-  renderThumbs,
-  textEl,
-} from "../shared/dom.js";
+import { el, fillSelect, textEl } from "../shared/controls.js";
+import { fixed, formatSigned } from "../shared/format.js";
 import { scaleColor } from "../shared/heatmap.js";
-import { colorMax, panelSource, patternPixels, statusOf, thumbCaption } from "../shared/patterns.js";
-import { describeCell, displayToken, formatSigned } from "../shared/tokens.js";
+import { createPanel } from "../shared/panel.js";
+import { colorMax, patternPixels, thumbCaption } from "../shared/patterns.js";
+import { createPromptView } from "../shared/prompt_view.js";
+import { markThumb, renderThumbs } from "../shared/thumbs.js";
+import { describeCell, displayToken } from "../shared/tokens.js";
+
+export { fixed } from "../shared/format.js";
 
 export const THUMB_PX = 56;
 export const HEATMAP_PX = 420;
@@ -32,11 +28,6 @@ const MAPS = [
   ["masked", "masked pair map"],
   ["transcoder", "transcoder (all pairs)"],
 ];
-
-/** A number with `digits` decimals, "–" when missing. */
-export function fixed(v, digits = 3) {
-  return typeof v === "number" && Number.isFinite(v) ? v.toFixed(digits) : "–";
-}
 
 /** The display cell of a token cell when cells are blocks of `factor` tokens. */
 export function displayCell(dest, src, factor = 1) {
@@ -197,36 +188,33 @@ function featurePanel(info) {
 }
 
 function render({ model, el: host }) {
-  const source = panelSource(model);
-  const selectedHead = () => source.head();
-
   const viewSelect = el("select", "", { "data-testid": "view", "aria-label": "pattern shown" });
   const mapSelect = el("select", "", { "data-testid": "map", "aria-label": "reconstruction decomposed" });
-  const contrast = createCheckbox("contrast", "contrast", "scale colours to the largest weight outside the first column");
-  const frame = createFrame(model, {
+  const view = createPromptView(model, {
     testid: "pair-explorer",
-    extraControls: [textEl("span", "", "show:"), viewSelect, textEl("span", "", "explain:"), mapSelect, contrast.node],
-    hasData: () => source.decoded !== null,
-    localError: () => source.error,
-    statusText: () => statusOf(model, selectedHead(), "a click explains the block's strongest cell"),
+    pooled: "a click explains the block's strongest cell",
+    controls: [textEl("span", "", "show:"), viewSelect, textEl("span", "", "explain:"), mapSelect],
+    contrast: "scale colours to the largest weight outside the first column",
+    dataTraits: ["kl", "has_masked"],
   });
-  const { root, body } = frame;
-  const tooltip = createTooltip(root);
+  const { frame, root, body, source, tooltip } = view;
+  const contrast = view.contrast.box;
   const about = el("div", "av-note", { "data-testid": "dictionary" });
   root.insertBefore(about, body);
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
-  const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
-  const offset = () => Number(model.get("offset") ?? 0);
 
+  const valueAt = (cell) => {
+    const s = slice();
+    return s ? s[cell.row * panel.geometry.cols + cell.col] : NaN;
+  };
   const panel = createPanel({
     testid: "heatmap",
     px: HEATMAP_PX,
     onHover(cell, event) {
       panel.highlight(cell);
-      const s = slice();
-      const value = s ? s[cell.row * panel.geometry.cols + cell.col] : NaN;
-      const lines = describeCell(model.get("tokens") ?? [], cell.row, cell.col, value, factor(), offset());
-      if (value === value) lines.push("click: split its score into feature pairs");
+      const value = valueAt(cell);
+      const lines = describeCell(view.tokens(), cell.row, cell.col, value, view.factor(), view.offset());
+      if (!Number.isNaN(value)) lines.push("click: split its score into feature pairs");
       tooltip.show(lines, event, cell);
     },
     onLeave() {
@@ -234,11 +222,9 @@ function render({ model, el: host }) {
       tooltip.hide();
     },
     onClick(cell) {
-      const s = slice();
-      const value = s ? s[cell.row * panel.geometry.cols + cell.col] : NaN;
-      if (value !== value || frame.isStatic) return; // a future cell, or no kernel to ask
+      if (Number.isNaN(valueAt(cell)) || frame.isStatic) return; // a future cell, or no kernel to ask
       panel.select(cell);
-      frame.request({ clicked: [cell.row, cell.col] });
+      frame.write({ clicked: [cell.row, cell.col] });
     },
   });
   const hint = textEl("div", "av-note", "Click a cell of the heatmap to explain its score.", { "data-testid": "hint" });
@@ -259,21 +245,15 @@ function render({ model, el: host }) {
     return source.decoded?.data[v] ? v : "transcoder";
   }
 
-  function slice(h = selectedHead(), key = viewKey()) {
+  function slice(h = view.head(), key = viewKey()) {
     return source.slice(key, h);
   }
 
   function renderControls() {
     const hasMasked = Boolean(model.get("has_masked"));
-    const fill = (select, options, value) => {
-      const want = options.filter(([k]) => hasMasked || k !== "masked");
-      if (Array.from(select.options, (o) => o.value).join() !== want.map(([k]) => k).join()) {
-        select.replaceChildren(...want.map(([k, text]) => textEl("option", "", text, { value: k })));
-      }
-      if (want.some(([k]) => k === value)) select.value = value;
-    };
-    fill(viewSelect, VIEWS, model.get("view"));
-    fill(mapSelect, MAPS, model.get("map"));
+    const offered = (options) => options.filter(([k]) => hasMasked || k !== "masked");
+    fillSelect(viewSelect, offered(VIEWS), model.get("view"));
+    fillSelect(mapSelect, offered(MAPS), model.get("map"));
     about.textContent = model.get("dictionary") ?? "";
   }
 
@@ -282,22 +262,20 @@ function render({ model, el: host }) {
     renderThumbs(thumbs, source.decoded?.shape, {
       slice: (h) => slice(h),
       px: THUMB_PX,
-      contrast: contrast.box.checked,
+      contrast: contrast.checked,
       caption: (h) => thumbCaption(h, kl),
       onSelect(h) {
-        if (h === selectedHead()) return;
-        if (model.get("decomposition")?.dest !== undefined) frame.request({ head: h });
-        else {
-          model.set("head", h);
-          model.save_changes();
-        }
+        if (h === view.head()) return;
+        // With a cell explained, a new head means a new decomposition from the kernel.
+        if (model.get("decomposition")?.dest !== undefined) frame.write({ head: h });
+        else view.selectHead(h);
       },
     });
     thumbs.style.gridTemplateColumns = "repeat(3, auto)";
   }
 
   function renderHeatmap() {
-    const head = selectedHead();
+    const head = view.head();
     root.dataset.head = String(head);
     markThumb(thumbs, head);
     if (!source.decoded) {
@@ -306,16 +284,16 @@ function render({ model, el: host }) {
     }
     const [, rows, cols] = source.decoded.shape;
     const s = slice();
-    const vmax = colorMax(s, rows, cols, contrast.box.checked);
+    const vmax = colorMax(s, rows, cols, contrast.checked);
     panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
     const d = model.get("decomposition") ?? {};
-    const cell = d.dest === undefined ? null : displayCell(d.dest - offset(), d.src - offset(), factor());
+    const cell = d.dest === undefined ? null : displayCell(d.dest - view.offset(), d.src - view.offset(), view.factor());
     const inside = cell && cell.row >= 0 && cell.col >= 0 && cell.row < rows && cell.col < cols;
     panel.select(inside ? cell : null);
   }
 
   function onFeature(side, index) {
-    frame.request({ feature: { side, index } });
+    frame.write({ feature: { side, index } });
   }
 
   function renderDecomposition() {
@@ -323,16 +301,16 @@ function render({ model, el: host }) {
     decomposition.replaceChildren();
     hint.style.display = d.rows ? "none" : "";
     if (!d.rows) return;
-    const tokens = model.get("tokens") ?? [];
+    const tokens = view.tokens();
     const mapName = d.kind === "masked" ? "masked pair map" : "transcoder";
+    const scoreLine = textEl("div", "", `score of the ${mapName}: `, { "data-testid": "score-line" });
+    scoreLine.append(textEl("b", "", formatSigned(d.score, 4), { "data-testid": "score", "data-value": String(d.score) }));
     decomposition.append(
       textEl("div", "av-panel-title", `head ${d.head} · destination ${d.dest} "${displayToken(tokens[d.dest] ?? d.dest_token, 24)}" ← source ${d.src} "${displayToken(tokens[d.src] ?? d.src_token, 24)}"`),
-      textEl("div", "", `score of the ${mapName}: `, { "data-testid": "score-line" }),
+      scoreLine,
       textEl("div", "av-axis-title", `attention weight: ${mapName} ${fixed(d.weight, 4)} · model ${fixed(d.true_weight, 4)}. Score = q̂·k̂ / √d_head before the softmax; each pair term is f_q × f_k × mask × map weight.`),
+      decompositionTable(d, model.get("feature_info"), onFeature),
     );
-    const scoreValue = textEl("b", "", formatSigned(d.score, 4), { "data-testid": "score", "data-value": String(d.score) });
-    decomposition.children[1].append(scoreValue);
-    decomposition.append(decompositionTable(d, model.get("feature_info"), onFeature));
   }
 
   function renderFeature() {
@@ -342,38 +320,13 @@ function render({ model, el: host }) {
     feature.append(featurePanel(info));
   }
 
-  function renderAll() {
-    source.refresh();
-    frame.settled();
-    root.dataset.nTokens = String((model.get("tokens") ?? []).length);
-    renderControls();
-    renderThumbnails();
-    renderHeatmap();
-    if (source.decoded) panel.setLabels(model.get("tokens") ?? [], factor(), offset());
-    renderDecomposition();
-    renderFeature();
-    tooltip.hide();
-    frame.renderStatus();
-  }
-
   viewSelect.addEventListener("change", () => {
     model.set("view", viewSelect.value);
     model.save_changes();
   });
-  mapSelect.addEventListener("change", () => frame.request({ map: mapSelect.value }));
-  contrast.box.addEventListener("change", () => {
-    renderThumbnails();
-    renderHeatmap();
-  });
+  mapSelect.addEventListener("change", () => frame.write({ map: mapSelect.value }));
 
-  const scheduleAll = batched(renderAll);
-  frame.listen({
-    "change:panels": scheduleAll,
-    "change:tokens": scheduleAll,
-    "change:downsampled": scheduleAll,
-    "change:offset": scheduleAll,
-    "change:kl": scheduleAll,
-    "change:has_masked": scheduleAll,
+  view.frame.listen({
     "change:dictionary": renderControls,
     "change:view": () => {
       renderControls();
@@ -381,10 +334,6 @@ function render({ model, el: host }) {
       renderHeatmap();
     },
     "change:map": renderControls,
-    "change:head": () => {
-      renderHeatmap();
-      frame.renderStatus();
-    },
     "change:decomposition": () => {
       frame.settled();
       renderHeatmap();
@@ -398,9 +347,22 @@ function render({ model, el: host }) {
       frame.renderStatus();
     },
   });
-  renderAll();
-
-  return frame.dispose;
+  view.start({
+    all() {
+      renderControls();
+      renderThumbnails();
+      renderHeatmap();
+      if (source.decoded) panel.setLabels(view.tokens(), view.factor(), view.offset());
+      renderDecomposition();
+      renderFeature();
+    },
+    head: renderHeatmap,
+    contrast() {
+      renderThumbnails();
+      renderHeatmap();
+    },
+  });
+  return view.dispose;
 }
 
 export default { render };

@@ -9,32 +9,15 @@
 // click on a pooled block zooms in; "whole prompt" zooms out; no model run, the kernel keeps
 // the full patterns).
 
-import {
-  batched,
-  createCheckbox,
-  createFrame,
-  createLegend,
-  createPanel,
-  createTooltip,
-  el,
-  markThumb,
-  renderThumbs,
-  textEl,
-} from "../shared/dom.js";
-import {
-  absMax,
-  colorMax,
-  differencePixels,
-  FUTURE_COLOR,
-  formatKl,
-  panelSource,
-  patternPixels,
-  statusOf,
-  thumbCaption,
-} from "../shared/patterns.js";
+import { el, fillSelect, textEl } from "../shared/controls.js";
+import { formatSigned, formatValue } from "../shared/format.js";
+import { createLegend, createPanel } from "../shared/panel.js";
+import { absMax, colorMax, differencePixels, FUTURE_COLOR, formatKl, patternPixels, thumbCaption } from "../shared/patterns.js";
+import { createPromptView } from "../shared/prompt_view.js";
+import { markThumb, renderThumbs } from "../shared/thumbs.js";
+import { cellTokens } from "../shared/tokens.js";
 
 export { decodePanels, formatKl, thumbCaption } from "../shared/patterns.js";
-import { cellTokens, formatSigned, formatValue, zoomWindow } from "../shared/tokens.js";
 
 /** Side of a head's thumbnail, in CSS pixels. */
 export const THUMB_PX = 64;
@@ -52,7 +35,7 @@ export const PANELS = [
 /** The tooltip of a cell: its two tokens and the three values (and the difference shown). */
 export function describeCells(tokens, row, col, values, factor = 1, diffOf = "transcoder", offset = 0) {
   const lines = cellTokens(tokens, row, col, factor, offset);
-  if (values.true !== values.true) return [...lines, "masked: a token never sees later tokens"];
+  if (Number.isNaN(values.true)) return [...lines, "masked: a token never sees later tokens"];
   const suffix = factor > 1 ? `   (max over a ${factor}×${factor} block)` : "";
   lines.push(`model       ${formatValue(values.true)}${suffix}`);
   lines.push(`transcoder  ${formatValue(values.transcoder)}`);
@@ -62,20 +45,15 @@ export function describeCells(tokens, row, col, values, factor = 1, diffOf = "tr
 }
 
 function render({ model, el: host }) {
-  const source = panelSource(model);
-  const selectedHead = () => source.head();
-
   const diffSelect = el("select", "av-diff", { "data-testid": "diff-of", "aria-label": "difference of" });
-  const contrast = createCheckbox("contrast", "contrast", "scale colours to the largest weight outside the first column");
-  const frame = createFrame(model, {
+  const view = createPromptView(model, {
     testid: "pattern-explorer",
-    extraControls: [textEl("span", "", "difference:"), diffSelect, contrast.node],
-    hasData: () => source.decoded !== null,
-    localError: () => source.error,
-    statusText: () => statusOf(model, selectedHead(), "max-pooled; click a block to zoom in"),
+    controls: [textEl("span", "", "difference:"), diffSelect],
+    contrast: "scale colours to the largest weight outside the first column",
+    dataTraits: ["kl", "has_masked"],
   });
-  const { root, body } = frame;
-  const tooltip = createTooltip(root);
+  const { root, body, source, tooltip } = view;
+  const contrast = view.contrast.box;
   const about = el("div", "av-note", { "data-testid": "dictionary" });
   root.insertBefore(about, body);
 
@@ -91,7 +69,7 @@ function render({ model, el: host }) {
       yLabels: key === "true",
       onHover: (cell, event) => hover(cell, event),
       onLeave: hideHover,
-      onClick: zoom,
+      onClick: view.zoom,
     });
     row.append(panels[key].node);
   }
@@ -107,28 +85,16 @@ function render({ model, el: host }) {
   body.append(thumbs, main);
   host.replaceChildren(root);
 
-  const factor = () => Math.max(1, Number(model.get("downsampled") ?? 1));
-  const offset = () => Number(model.get("offset") ?? 0);
-
-  function zoom(cell) {
-    if (factor() <= 1 || frame.isStatic) return; // only pooled pictures zoom
-    const n = (model.get("tokens") ?? []).length;
-    frame.request({ window: zoomWindow(cell, factor(), offset(), n, Number(model.get("window_size") ?? 512)) });
-  }
   const diffOf = () => (diffSelect.value === "masked" && model.get("has_masked") ? "masked" : "transcoder");
 
-  function slice(key, h = selectedHead()) {
+  function slice(key, h = view.head()) {
     return source.slice(key === "diff" ? `diff_${diffOf()}` : key, h);
   }
 
   function renderControls() {
-    const hasMasked = Boolean(model.get("has_masked"));
-    const want = hasMasked ? ["transcoder", "masked"] : ["transcoder"];
-    if (Array.from(diffSelect.options, (o) => o.value).join() !== want.join()) {
-      const keep = diffSelect.value;
-      diffSelect.replaceChildren(...want.map((k) => textEl("option", "", `${k === "masked" ? "masked map" : k} − model`, { value: k })));
-      if (want.includes(keep)) diffSelect.value = keep;
-    }
+    const want = model.get("has_masked") ? ["transcoder", "masked"] : ["transcoder"];
+    const keep = diffSelect.value;
+    fillSelect(diffSelect, want.map((k) => [k, `${k === "masked" ? "masked map" : k} − model`]), keep);
     about.textContent = model.get("dictionary") ?? "";
   }
 
@@ -137,18 +103,15 @@ function render({ model, el: host }) {
     renderThumbs(thumbs, source.decoded?.shape, {
       slice: (h) => slice("true", h),
       px: THUMB_PX,
-      contrast: contrast.box.checked,
+      contrast: contrast.checked,
       caption: (h) => thumbCaption(h, kl),
-      onSelect(h) {
-        model.set("head", h);
-        model.save_changes();
-      },
+      onSelect: view.selectHead,
     });
   }
 
   function renderPanels() {
     const decoded = source.decoded;
-    const head = selectedHead();
+    const head = view.head();
     root.dataset.head = String(head);
     markThumb(thumbs, head);
     const kl = model.get("kl") ?? {};
@@ -161,7 +124,7 @@ function render({ model, el: host }) {
       return;
     }
     const [, rows, cols] = decoded.shape;
-    const vmax = colorMax(slice("true"), rows, cols, contrast.box.checked);
+    const vmax = colorMax(slice("true"), rows, cols, contrast.checked);
     for (const [key] of PANELS) {
       const panel = panels[key];
       const s = slice(key);
@@ -180,8 +143,7 @@ function render({ model, el: host }) {
   }
 
   function renderLabels() {
-    const tokens = model.get("tokens") ?? [];
-    for (const panel of Object.values(panels)) if (source.decoded) panel.setLabels(tokens, factor(), offset());
+    for (const panel of Object.values(panels)) if (source.decoded) panel.setLabels(view.tokens(), view.factor(), view.offset());
   }
 
   function hover(cell, event) {
@@ -195,7 +157,7 @@ function render({ model, el: host }) {
     }
     for (const panel of Object.values(panels)) panel.highlight(cell);
     const diffName = diffOf() === "masked" ? "masked map" : "transcoder";
-    const lines = describeCells(model.get("tokens") ?? [], cell.row, cell.col, values, factor(), diffName, offset());
+    const lines = describeCells(view.tokens(), cell.row, cell.col, values, view.factor(), diffName, view.offset());
     tooltip.show(lines, event, cell);
   }
 
@@ -204,42 +166,26 @@ function render({ model, el: host }) {
     tooltip.hide();
   }
 
-  function renderAll() {
-    source.refresh();
-    frame.settled();
-    root.dataset.nTokens = String((model.get("tokens") ?? []).length);
-    renderControls();
-    renderThumbnails();
-    renderPanels();
-    renderLabels();
-    hideHover();
-    frame.renderStatus();
-  }
-
-  contrast.box.addEventListener("change", () => {
-    renderThumbnails();
-    renderPanels();
-  });
   diffSelect.addEventListener("change", renderPanels);
-
-  const scheduleAll = batched(renderAll);
-  frame.listen({
-    "change:panels": scheduleAll,
-    "change:tokens": scheduleAll,
-    "change:downsampled": scheduleAll,
-    "change:offset": scheduleAll,
-    "change:kl": scheduleAll,
-    "change:has_masked": scheduleAll,
-    "change:dictionary": renderControls,
-    "change:head": () => {
+  view.frame.listen({ "change:dictionary": renderControls });
+  view.start({
+    all() {
+      renderControls();
+      renderThumbnails();
+      renderPanels();
+      renderLabels();
+      hideHover();
+    },
+    head() {
       hideHover();
       renderPanels();
-      frame.renderStatus();
+    },
+    contrast() {
+      renderThumbnails();
+      renderPanels();
     },
   });
-  renderAll();
-
-  return frame.dispose;
+  return view.dispose;
 }
 
 export default { render };

@@ -47,7 +47,7 @@ export function colorize(data, rows, cols, { vmin = 0, vmax = 1 } = {}) {
   const out = new Uint8ClampedArray(n * 4);
   for (let i = 0, p = 0; i < n; i++, p += 4) {
     const v = data[i];
-    if (v !== v) {
+    if (Number.isNaN(v)) {
       out[p] = MASK_COLOR[0];
       out[p + 1] = MASK_COLOR[1];
       out[p + 2] = MASK_COLOR[2];
@@ -105,7 +105,7 @@ export function divergingColorize(data, rows, cols, bound) {
   const out = new Uint8ClampedArray(rows * cols * 4);
   for (let i = 0, p = 0; i < rows * cols; i++, p += 4) {
     const v = data[i];
-    const rgb = v !== v ? MASK_COLOR : null;
+    const rgb = Number.isNaN(v) ? MASK_COLOR : null;
     const j = rgb ? 0 : Math.round(((Math.max(-b, Math.min(b, v)) / b + 1) / 2) * (LUT_SIZE - 1)) * 3;
     out[p] = rgb ? rgb[0] : divergingLut[j];
     out[p + 1] = rgb ? rgb[1] : divergingLut[j + 1];

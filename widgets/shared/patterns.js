@@ -2,7 +2,10 @@
 // cells NaN. Pure helpers (no DOM) for slicing heads and turning them into pixels.
 
 import { decodeArray } from "./arrays.js";
+import { formatKl } from "./format.js";
 import { colorize, divergingColorize } from "./heatmap.js";
+
+export { formatKl } from "./format.js";
 
 /**
  * RGB of future cells (masked: a token never attends to later ones). Quieter than the shared
@@ -12,7 +15,7 @@ export const FUTURE_COLOR = [222, 227, 235];
 
 function paintFuture(pixels, data, n) {
   for (let i = 0; i < n; i++) {
-    if (data[i] !== data[i]) pixels.set(FUTURE_COLOR, i * 4);
+    if (Number.isNaN(data[i])) pixels.set(FUTURE_COLOR, i * 4);
   }
   return pixels;
 }
@@ -65,11 +68,6 @@ export function headSlice(data, shape, h) {
   return data.subarray(h * rows * cols, (h + 1) * rows * cols);
 }
 
-/** A KL value as text: three decimals, "–" when missing. */
-export function formatKl(v) {
-  return typeof v === "number" && Number.isFinite(v) ? v.toFixed(3) : "–";
-}
-
 /** Caption of head h's thumbnail: its name and KL of each reconstruction. */
 export function thumbCaption(h, kl) {
   const t = kl?.transcoder?.[h];
@@ -93,7 +91,6 @@ export function decodePanels(panels) {
   }
   return shape ? { shape, data: out } : null;
 }
-
 
 /**
  * The decoded patterns of a widget trait ("panels": {key: wire array}; any other trait: one wire

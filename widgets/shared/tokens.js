@@ -2,6 +2,10 @@
 // they run under node --test. Token text is only ever returned as plain strings: callers put it
 // into the page through textContent or `title`, never as HTML.
 
+import { formatValue } from "./format.js";
+
+export { formatSigned, formatValue } from "./format.js";
+
 /** Longest side of a large heatmap, in CSS pixels. */
 export const HEATMAP_PX = 480;
 /** Largest cell of a heatmap (short prompts), in CSS pixels. */
@@ -73,21 +77,6 @@ export function axisLabels(tokens, nCells, factor = 1, stride = 1, offset = 0) {
   return out;
 }
 
-/** An attention weight as text: three decimals, or "<0.001" for tiny non-zero weights. */
-export function formatValue(v) {
-  if (v !== v) return "masked";
-  if (v > 0 && v < 0.0005) return "<0.001";
-  return v.toFixed(3);
-}
-
-/** A signed number as text with its sign: "+0.012", "−0.340". */
-export function formatSigned(v, digits = 3) {
-  if (v === null || v === undefined || v !== v) return "–";
-  const s = Math.abs(v).toFixed(digits);
-  if (Number(s) === 0) return s;
-  return `${v < 0 ? "−" : "+"}${s}`;
-}
-
 /** Position text of cell `index`: "7", or "16–23" for a pooled block. */
 export function positionText(index, factor, nTokens, offset = 0) {
   const { start, end } = blockTokens(index, factor, nTokens, offset);
@@ -113,7 +102,7 @@ export function cellTokens(tokens, row, col, factor = 1, offset = 0) {
  * is the row (the query, the token that attends), source the column (the key).
  */
 export function describeCell(tokens, row, col, value, factor = 1, offset = 0) {
-  const masked = value !== value;
+  const masked = Number.isNaN(value);
   return [
     ...cellTokens(tokens, row, col, factor, offset),
     masked
