@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from attnviz.config_args import add_config_args, config_from_args
 from attnviz.data.store import ActivationStore
@@ -47,30 +48,38 @@ def _collect(args: argparse.Namespace):
     return adapter, store
 
 
-def _train_qk(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace, kind: str) -> None:
+    """`attnviz train qk|sae`: collect the layer's activations (resumable), then train."""
     import attnviz
     from attnviz.data.collect import collect_activations
     from attnviz.data.corpora import get_corpus
     from attnviz.training import distributed
-    from attnviz.training.config import QKTrainConfig, TrainJobConfig
-    from attnviz.training.qk import QKTrainer
+    from attnviz.training.config import QKTrainConfig, SAETrainConfig, TrainJobConfig
 
     job = config_from_args(TrainJobConfig, args)
-    cfg = config_from_args(QKTrainConfig, args)
+    cfg: Any = config_from_args(QKTrainConfig if kind == "qk" else SAETrainConfig, args)
     distributed.init_from_env(job.device)  # under torchrun: one process of several
     corpus = get_corpus(job.corpus)
     adapter = attnviz.load_model(job.model, backend=job.backend, device=job.device)
     name = adapter.spec.name
-    store_dir = job.store or f"activations/{name}-L{job.layer}"
+    fields = ("resid_normed", "q", "k") if kind == "qk" else ("z", "v")
+    store_dir = job.store or f"activations/{name}-L{job.layer}" + ("" if kind == "qk" else "-zv")
     if distributed.is_main():  # one process collects; the others wait and read
         collect_activations(
             adapter, corpus, layer=job.layer, n_tokens=job.collect_tokens, out_dir=store_dir,
-            fields=("resid_normed", "q", "k"), n_ctx=job.n_ctx, batch_size=job.batch_size,
+            fields=fields, n_ctx=job.n_ctx, batch_size=job.batch_size,
         )  # fmt: skip
     distributed.barrier()
     store = ActivationStore.open(store_dir, expect_model=name, expect_layer=job.layer)
     out = job.out or f"dictionaries/{name}-L{job.layer}-{cfg.architecture}"
-    trainer = QKTrainer(store, adapter.rotary(job.layer, job.n_ctx), cfg, out, job.device)
+    if kind == "qk":
+        from attnviz.training.qk import QKTrainer
+
+        trainer: Any = QKTrainer(store, adapter.rotary(job.layer, job.n_ctx), cfg, out, job.device)
+    else:
+        from attnviz.training.sae import SAETrainer
+
+        trainer = SAETrainer(store, cfg, out, job.device)
     trainer.run()
     if not distributed.is_main():
         return
@@ -113,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("corpora", help="list the text corpora").set_defaults(func=_corpora)
     from attnviz.data.collect import CollectConfig
     from attnviz.demo import DemoConfig
-    from attnviz.training.config import QKTrainConfig, TrainJobConfig
+    from attnviz.training.config import QKTrainConfig, SAETrainConfig, TrainJobConfig
 
     collect = sub.add_parser("collect", help="collect a layer's attention activations to disk")
     add_config_args(collect, CollectConfig)
@@ -126,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     qk = kinds.add_parser("qk", help="QK transcoders (pattern KL) or the L2 q/k SAE baseline")
     add_config_args(qk, TrainJobConfig)
     add_config_args(qk, QKTrainConfig)
-    qk.set_defaults(func=_train_qk)
+    qk.set_defaults(func=lambda a: _train(a, "qk"))
+    sae = kinds.add_parser(
+        "sae", help="sparse autoencoders on hook_z or the values (SAELens format)"
+    )
+    add_config_args(sae, TrainJobConfig)
+    add_config_args(sae, SAETrainConfig)
+    sae.set_defaults(func=lambda a: _train(a, "sae"))
     demo = sub.add_parser("demo", help="the main job on the embedded model, end to end")
     add_config_args(demo, DemoConfig)
     demo.set_defaults(func=_demo)

@@ -21,6 +21,8 @@ class Dictionary(nn.Module):
     """Base class of registered dictionaries; subclasses set `self.cfg` in __init__."""
 
     cfg: Any
+    weights_file = "weights.safetensors"
+    """The safetensors file beside cfg.json (SAEs use SAELens's name)."""
 
     # ---- what it reads and writes ----------------------------------------------------------
 
@@ -39,6 +41,21 @@ class Dictionary(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    # ---- how it is written (defaults: the state dict and the config as they are) -----------
+
+    def saved_config(self, weights_dtype: str) -> dict[str, Any]:
+        """What cfg.json holds (extra_config is added to it)."""
+        return dict(self.cfg.to_dict())
+
+    def export_state(self) -> dict[str, Tensor]:
+        """The tensors written, by their names on disk."""
+        return dict(self.state_dict())
+
+    def import_state(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Tensors read from disk, renamed to this module's state-dict names (the inverse of
+        export_state); names it does not know are left for load_extra."""
+        return tensors
 
     # ---- extra state beyond parameters (saved beside them) ---------------------------------
 

@@ -1,5 +1,5 @@
-"""Save and load any registered dictionary as a directory: `cfg.json` + `weights.safetensors`
-(no pickles).
+"""Save and load any registered dictionary as a directory: `cfg.json` + a safetensors file
+(`weights.safetensors`, or SAELens's `sae_weights.safetensors` for SAEs; no pickles).
 
 `cfg.json["architecture"]` picks the config and module classes from the registry. Tensors that
 are not parameters (a QK dictionary's pair table) sit in the same safetensors file. The directory
@@ -22,7 +22,12 @@ from safetensors.torch import load_file, save_file
 from attnviz.dictionaries.base import Dictionary
 from attnviz.dictionaries.qk import QKDictionary
 from attnviz.dictionaries.registry import get_architecture
-from attnviz.errors import CorruptFileError, DictionaryMismatchError, DictionaryNotFoundError
+from attnviz.errors import (
+    AttnvizError,
+    CorruptFileError,
+    DictionaryMismatchError,
+    DictionaryNotFoundError,
+)
 
 CONFIG = "cfg.json"
 WEIGHTS = "weights.safetensors"
@@ -36,16 +41,17 @@ def save_dictionary(d: Dictionary, path: str | Path, dtype: torch.dtype | None =
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {
         name: (t.detach().to(dtype) if dtype is not None else t.detach()).cpu().contiguous()
-        for name, t in d.state_dict().items()
+        for name, t in d.export_state().items()
     }
     tensors.update({k: v.detach().cpu().contiguous() for k, v in d.extra_tensors().items()})
-    cfg: dict[str, Any] = d.cfg.to_dict() | d.extra_config()
-    cfg["weights_dtype"] = str(dtype or d.dtype).replace("torch.", "")
+    weights_dtype = str(dtype or d.dtype).replace("torch.", "")
+    cfg: dict[str, Any] = d.saved_config(weights_dtype) | d.extra_config()
+    cfg["weights_dtype"] = weights_dtype
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
         (staging / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
-        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
+        save_file(tensors, str(staging / d.weights_file), metadata={"format": "pt"})
         if path.exists():
             backup = path.with_name(f".{path.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -92,7 +98,7 @@ def load_dictionary(
     path = Path(path)
     raw = read_config(path)
     arch = get_architecture(raw.get("architecture"))
-    weights_file = path / WEIGHTS
+    weights_file = path / arch.module.weights_file
     try:
         tensors = load_file(str(weights_file))
     except (SafetensorError, OSError) as err:
@@ -102,13 +108,16 @@ def load_dictionary(
         ) from None
     try:
         cfg = arch.config.from_dict(raw)
+    except AttnvizError:
+        raise  # already names the problem and the fix
     except (TypeError, ValueError) as err:
         raise CorruptFileError(
             f"{path / CONFIG} is not a valid {arch.name} config: {err}"
         ) from None
     d = arch.module(cfg)
     params = d.state_dict()
-    state = {k: v.float() for k, v in tensors.items() if k in params}
+    renamed = d.import_state(tensors)
+    state = {k: v.float() for k, v in renamed.items() if k in params}
     expected = {k: tuple(v.shape) for k, v in params.items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:
@@ -116,7 +125,7 @@ def load_dictionary(
             f"{weights_file} does not match {path / CONFIG}: expected tensors {expected}, found {got}"
         )
     d.load_state_dict(state)
-    d.load_extra({k: v for k, v in tensors.items() if k not in params}, raw)
+    d.load_extra({k: v for k, v in renamed.items() if k not in params}, raw)
     if device is not None:
         d.to(device)
         d.extra_to(device)

@@ -30,6 +30,14 @@ def _features(cfg: dict) -> str:
     return str(cfg.get("d_sae", cfg.get("d_hidden", "?")))
 
 
+def _layer(cfg: dict) -> int | str:
+    """The layer a dictionary reads: an int, or "3+4" for one reading several."""
+    if "layer" in cfg:
+        return int(cfg["layer"])
+    layers = cfg.get("layers") or ["?"]
+    return int(layers[0]) if len(layers) == 1 else "+".join(map(str, layers))
+
+
 def list_pretrained(model: str | None = None) -> list[dict]:
     """One row per shipped dictionary of every kind: model, name, architecture, site, layer,
     features, pairs (whether it carries a QK pair table), dtype, path; sorted by model, layer."""
@@ -42,7 +50,7 @@ def list_pretrained(model: str | None = None) -> list[dict]:
                 "name": cfg_file.parent.name,
                 "architecture": cfg["architecture"],
                 "site": cfg.get("site", cfg.get("hook_in", "?")),
-                "layer": cfg["layer"],
+                "layer": _layer(cfg),
                 "features": _features(cfg),
                 "pairs": "pairs_shape" in cfg,
                 "dtype": cfg.get("weights_dtype", "?"),
@@ -50,7 +58,9 @@ def list_pretrained(model: str | None = None) -> list[dict]:
             }
         )
     rows = [r for r in rows if model is None or r["model"] == model]
-    return sorted(rows, key=lambda r: (r["model"], r["layer"], r["architecture"], r["name"]))
+    return sorted(
+        rows, key=lambda r: (r["model"], str(r["layer"]).zfill(4), r["architecture"], r["name"])
+    )
 
 
 def load_pretrained(model: str, name: str, device: torch.device | str | None = None) -> Dictionary:

@@ -13,8 +13,8 @@ from typing import Any
 
 from attnviz.errors import UnknownArchitectureError
 
-BUILTIN_MODULES = ("attnviz.dictionaries.qk",)
-"""Modules that register the architectures attnviz ships (later: sae)."""
+BUILTIN_MODULES = ("attnviz.dictionaries.qk", "attnviz.dictionaries.sae")
+"""Modules that register the architectures attnviz ships."""
 
 
 @dataclass(frozen=True)

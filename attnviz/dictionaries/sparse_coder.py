@@ -3,6 +3,9 @@
 With y the same space as x this is a sparse autoencoder; with another space (x the normalised
 residual, y the queries) it is a transcoder. Decoder rows are kept at unit norm by the trainer
 when asked, so a feature's activation carries its magnitude.
+
+input_bias: "own" (b_pre a parameter of its own), "tied" (b_pre is b_out: the SAE convention of
+subtracting the decoder bias from the input) or "none" (nothing subtracted).
 """
 
 from __future__ import annotations
@@ -12,18 +15,33 @@ from torch import Tensor, nn
 
 
 class SparseCoder(nn.Module):
-    def __init__(self, d_in: int, d_hidden: int, d_out: int, seed: int | None = None):
+    def __init__(
+        self, d_in: int, d_hidden: int, d_out: int, seed: int | None = None, input_bias: str = "own"
+    ):
         super().__init__()
+        if input_bias not in ("own", "tied", "none"):
+            raise ValueError(f"input_bias must be 'own', 'tied' or 'none', not {input_bias!r}")
+        if input_bias == "tied" and d_in != d_out:
+            raise ValueError(f"a tied input bias needs d_in == d_out, got {d_in} and {d_out}")
+        self.input_bias = input_bias
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.d_in, self.d_hidden, self.d_out = d_in, d_hidden, d_out
         W_dec = torch.randn(d_hidden, d_out, generator=generator)
         W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
         W_enc = torch.randn(d_in, d_hidden, generator=generator) / d_in**0.5
-        self.b_pre = nn.Parameter(torch.zeros(d_in))
+        if input_bias == "own":
+            self.b_pre = nn.Parameter(torch.zeros(d_in))
+        elif input_bias == "none":
+            self.register_buffer("b_pre", torch.zeros(d_in), persistent=False)
         self.W_enc = nn.Parameter(W_enc)
         self.b_enc = nn.Parameter(torch.zeros(d_hidden))
         self.W_dec = nn.Parameter(W_dec)
         self.b_out = nn.Parameter(torch.zeros(d_out))
+
+    def __getattr__(self, name: str):
+        if name == "b_pre" and self.__dict__.get("input_bias") == "tied":
+            return super().__getattr__("b_out")
+        return super().__getattr__(name)
 
     def pre_activation(self, x: Tensor) -> Tensor:
         """[..., d_in] -> [..., d_hidden], before the ReLU (ghost grads read it)."""

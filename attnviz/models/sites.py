@@ -38,3 +38,36 @@ def site_width(spec: Any, site: str) -> int:
     """The width of one position's activation at `site` for a model with this spec."""
     heads = site_heads(spec, site)
     return int(spec.d_model) if heads is None else heads * int(spec.d_head)
+
+
+# TransformerLens hook names (what SAELens and most released SAEs are keyed on).
+_TL_HOOKS = {
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+    "q": "blocks.{layer}.attn.hook_q",
+    "k": "blocks.{layer}.attn.hook_k",
+    "v": "blocks.{layer}.attn.hook_v",
+    "z": "blocks.{layer}.attn.hook_z",
+}
+
+
+def hook_name(site: str, layer: int) -> str:
+    """The TransformerLens hook name of a site, e.g. ("z", 5) -> "blocks.5.attn.hook_z"."""
+    if site not in _TL_HOOKS:
+        raise ValueError(
+            f"site {site!r} has no TransformerLens hook: choose from {', '.join(_TL_HOOKS)}"
+        )
+    return _TL_HOOKS[site].format(layer=layer)
+
+
+def parse_hook_name(name: str) -> tuple[str, int]:
+    """(site, layer) of a TransformerLens hook name; the inverse of `hook_name`."""
+    parts = name.split(".")
+    if len(parts) >= 3 and parts[0] == "blocks" and parts[1].isdigit():
+        layer = int(parts[1])
+        for site, pattern in _TL_HOOKS.items():
+            if pattern.format(layer=layer) == name:
+                return site, layer
+    known = ", ".join(p.format(layer="L") for p in _TL_HOOKS.values())
+    raise ValueError(f"hook {name!r} is not one attnviz reads: it knows {known}")

@@ -95,3 +95,24 @@ class TrainJobConfig:
     """cuda / cpu (default: cuda when available)."""
     out: str | None = None
     """Output directory (resumed if it holds a checkpoint)."""
+
+
+@dataclass
+class SAETrainConfig(LoopConfig):
+    site: str = "z"
+    """Where the SAE reads: z (hook_z), v, or a residual site the store holds."""
+    architecture: str = "standard"
+    """"standard" (ReLU + L1), "topk" or "batchtopk" (saved as jumprelu with a threshold)."""
+    d_sae: int = 2048
+    """Features."""
+    k: int = 16
+    """Active features per token (topk and batchtopk)."""
+    sparsity: float = 5.0
+    """L1 coefficient for "standard": sum_i f_i |W_dec,i| per token, against the error that
+    is 1.0 for predicting the mean."""
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("standard", "topk", "batchtopk"):
+            raise ValueError(
+                f"architecture {self.architecture!r}: choose standard, topk or batchtopk"
+            )

@@ -214,6 +214,8 @@ class Trainer:
         """Mean loss terms over the held-out chunk, dead fractions, density histograms."""
         totals: dict[str, float] = {}
         n = 0
+        was_training = self.dictionary.training
+        self.dictionary.eval()  # inference behaviour (e.g. a BatchTopK SAE's fixed threshold)
         for batch in self._batches([self.eval_chunk], shuffle=False, seed=0):
             loss, out = self.losses(batch, 1.0)
             numbers = {"loss": loss.item(), **out.stats}
@@ -222,6 +224,7 @@ class Trainer:
             for key, value in numbers.items():
                 totals[key] = totals.get(key, 0.0) + value
             n += 1
+        self.dictionary.train(was_training)
         record: dict[str, Any] = {f"eval_{k}": v / max(n, 1) for k, v in totals.items()}
         for name, tracker in self.trackers.items():
             record[f"dead_{name}"] = float(tracker.dead(self.cfg.dead_window).float().mean())
