@@ -7,6 +7,7 @@ import torch
 
 from attnviz.analysis.patterns import pattern_from_qk
 from attnviz.models import AddToResidual, ReplacePattern, Splice
+from attnviz.models.adapter import normalise
 from tests.tiny_models import adapters_for, bridge_adapter_for, tiny_gpt2, tiny_llama
 
 BUILDERS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
@@ -65,6 +66,9 @@ def test_pattern_recomputed_from_q_and_k(adapters, tokens, backend, layer):
 def test_backends_agree_on_activations(adapters, tokens):
     ns = adapters["nnsight"]
     b = ns.attention(tokens, 1)
+    # resid_normed is resid_pre through the norm without its weight.
+    s = ns.spec
+    assert torch.allclose(normalise(b.resid_pre, s.normalization, s.norm_eps), b.resid_normed)
     for backend in ("transformer_lens", "transformer_bridge"):
         other = adapters[backend]
         for name, x in other.attention(tokens, 1).as_dict().items():

@@ -7,8 +7,8 @@ import torch
 
 from attnviz.analysis.sae_report import evaluate_sae, head_attribution
 from attnviz.dictionaries.sae import SAE, SAEConfig
-from tests.test_sae import held_out, small_cfg, store  # noqa: F401  (the module's store fixture)
 from attnviz.training.sae import SAETrainer
+from tests.test_sae import held_out, small_cfg, store  # noqa: F401  (the module's store fixture)
 
 
 @pytest.fixture(scope="module")

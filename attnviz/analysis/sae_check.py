@@ -25,7 +25,8 @@ CHECK_TEXT = (
     "metres overnight, and by morning the old bridge was closed to traffic."
 )
 """Default text of the check: prose, code and a repeated name (about 100 tokens)."""
-HEAD_SITES = ("z", "v")
+READABLE_SITES = ("z", "v", "resid_pre")
+"""Sites model.attention returns (the others need hooks after the attention: not built yet)."""
 
 
 def site_activations(model: Any, sae: SAE, tokens: torch.Tensor) -> torch.Tensor:

@@ -232,7 +232,7 @@ class CollectConfig:
     batch_size: int = 8
     """Contexts per forward pass."""
     fields: str = "resid_normed,q,k"
-    """Comma-separated activations to keep (resid_normed, q, k, q_rot, k_rot, v, z, pattern)."""
+    """Comma-separated activations to keep (resid_pre, resid_normed, q, k, q_rot, k_rot, v, z)."""
     dtype: str = "float32"
     """Storage dtype (float32, float16, bfloat16)."""
     device: str | None = None

@@ -64,8 +64,8 @@ def chunk_name(index: int) -> str:
 
 
 def field_shapes(spec: dict[str, Any], fields: Sequence[str]) -> dict[str, list[int]]:
-    """The per-token shape of each field: resid_normed [d_model], q/q_rot/z [n_heads d_head],
-    k/k_rot/v [n_kv_heads d_head]."""
+    """The per-token shape of each field: resid_pre, resid_normed [d_model]; q, q_rot, z
+    [n_heads d_head]; k, k_rot, v [n_kv_heads d_head]."""
     heads = {
         "q": spec["n_heads"],
         "q_rot": spec["n_heads"],
@@ -76,7 +76,7 @@ def field_shapes(spec: dict[str, Any], fields: Sequence[str]) -> dict[str, list[
     }
     shapes: dict[str, list[int]] = {}
     for f in fields:
-        if f == "resid_normed":
+        if f in ("resid_pre", "resid_normed"):
             shapes[f] = [spec["d_model"]]
         elif f in heads:
             shapes[f] = [heads[f], spec["d_head"]]

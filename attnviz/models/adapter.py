@@ -26,7 +26,7 @@ from attnviz.models.attention import causal_mask, pattern_from_qk
 from attnviz.models.interventions import Intervention, ReplacePattern, Splice
 from attnviz.models.rotary import Rotary
 
-ACTIVATION_FIELDS = ("resid_normed", "q", "k", "q_rot", "k_rot", "v", "z", "pattern")
+ACTIVATION_FIELDS = ("resid_pre", "resid_normed", "q", "k", "q_rot", "k_rot", "v", "z", "pattern")
 SPLICE_SITES = ("resid_pre", "z", "attn_out", "resid_post")
 
 
@@ -63,12 +63,14 @@ class ModelSpec:
 class AttentionActivations:
     """One layer's attention internals for a batch (a field is None when it was not asked for).
 
-    Shapes: resid_normed [batch pos d_model]; q, q_rot, z [batch pos n_heads d_head];
+    Shapes: resid_pre (the residual stream before the layer), resid_normed (the same after the
+    norm without its weight) [batch pos d_model]; q, q_rot, z [batch pos n_heads d_head];
     k, k_rot, v [batch pos n_kv_heads d_head]; pattern [batch n_heads dest src].
     """
 
     layer: int
     tokens: Tensor
+    resid_pre: Tensor | None = None
     resid_normed: Tensor | None = None
     q: Tensor | None = None
     k: Tensor | None = None

@@ -66,7 +66,7 @@ class NNsightAdapter(ModelAdapter):
             block = self._layers(self.lm)[layer]
             attn = block.self_attn if self.llama else block.attn
             # nnsight requires reading modules in the order they run.
-            if "resid_normed" in need:
+            if need & {"resid_pre", "resid_normed"}:
                 saved["resid"] = block.input.save()
             if need & {"q", "k", "q_rot", "k_rot", "v"}:
                 if self.llama:
@@ -82,8 +82,10 @@ class NNsightAdapter(ModelAdapter):
             if stop:
                 tracer.stop()
         acts = AttentionActivations(layer=layer, tokens=tokens)
-        if "resid" in saved:
+        if "resid_normed" in need:
             acts.resid_normed = normalise(saved["resid"], s.normalization, s.norm_eps)
+        if "resid_pre" in need:
+            acts.resid_pre = saved["resid"]
         if "qkv" in saved:
             q, k, v = saved["qkv"].split(s.d_model, dim=-1)
             saved.update(q=q, k=k, v=v)
