@@ -32,12 +32,14 @@ READABLE_SITES = ("z", "v", "resid_pre")
 def site_activations(model: Any, sae: SAE, tokens: torch.Tensor) -> torch.Tensor:
     """The SAE's input for `tokens`: [batch, pos, d_in] (several layers concatenated)."""
     site = sae.cfg.site
-    if site not in HEAD_SITES:
-        raise NotImplementedError(f"reading {site} from a model is not built yet (z and v are)")
-    parts = [
-        getattr(model.attention(tokens, layer, [site]), site).flatten(-2)
-        for layer in sae.cfg.layers
-    ]
+    if site not in READABLE_SITES:
+        raise NotImplementedError(
+            f"reading {site} from a model is not built yet ({', '.join(READABLE_SITES)} are)"
+        )
+    parts = []
+    for layer in sae.cfg.layers:
+        x = getattr(model.attention(tokens, layer, [site]), site)
+        parts.append(x if site == "resid_pre" else x.flatten(-2))
     return torch.cat(parts, dim=-1)
 
 
