@@ -95,3 +95,22 @@ def test_png_through_kaleido(view, tmp_path, tiny_llama_adapter):
     assert attention.to_png(tmp_path / "attention.png").stat().st_size > 10_000
     with pytest.raises(ExportError, match="does not exist"):
         view.to_png(tmp_path / "nowhere" / "x.png")
+
+
+@pytest.mark.slow
+def test_a_chart_spec_renders_to_png_through_kaleido(tmp_path):
+    from attnviz.widgets.charts import chart_figure, chart_spec
+    from attnviz.widgets.export import write_png
+
+    sizes = [120, 40, 17, 9, 5, 3, 2, 1]
+    loglog = chart_spec("bar", [{"name": "cluster sizes", "x": list(range(1, 9)), "y": sizes}],
+                        title="sizes", log_x=True, log_y=True)  # fmt: skip
+    pareto = chart_spec(
+        "pareto", [{"name": "steering", "x": [0.1, 0.3, 0.2, 0.6], "y": [0.2, 0.5, 0.6, 0.9]}],
+        x_title="loss", y_title="P(success)", frontier=("min", "max"),
+    )  # fmt: skip
+    for name, spec in (("loglog", loglog), ("pareto", pareto)):
+        figure = chart_figure(spec)
+        assert figure.layout.xaxis.type == ("log" if name == "loglog" else "linear")
+        data = write_png(figure, tmp_path / f"{name}.png", scale=1).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
