@@ -58,3 +58,57 @@ def pattern_summary(pattern: Tensor, layer: int | None = None) -> pd.DataFrame:
 
 def default_attn_scale(d_head: int) -> float:
     return math.sqrt(d_head)
+
+
+def repeated_random_tokens(
+    n_tokens: int, vocab: int, bos: int | None, batch: int = 4, seed: int = 0, low: int = 1000
+) -> Tensor:
+    """[batch, 1 + 2 n] sequences [BOS] + r + r of random tokens r (ids from `low` up, away from
+    the special tokens): a repeated sequence on which only induction predicts the second half."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(low, vocab, (batch, n_tokens), generator=g)
+    first = torch.full((batch, 1), bos if bos is not None else int(r[0, 0]))
+    return torch.cat([first, r, r], dim=1)
+
+
+def induction_score(pattern: Tensor, tokens: Tensor) -> Tensor:
+    """Per head, the mean attention a destination that repeats an earlier token pays to the token
+    right after that earlier occurrence (the source an induction head looks up): [heads].
+
+    pattern [heads, dest, src] (or [batch, heads, dest, src] with tokens [batch, n])."""
+    p = pattern.float()
+    ids = tokens.reshape(-1, tokens.shape[-1]).to(p.device)
+    if p.ndim == 3:
+        p = p[None]
+    n = ids.shape[-1]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=p.device).tril(-1)
+    seen = (ids[:, :, None] == ids[:, None, :]) & earlier  # [b, dest, src]: same token, earlier
+    target = torch.zeros_like(seen)
+    target[:, :, 1:] = seen[:, :, :-1]  # ... and the token right after it
+    rows = target.any(-1)  # [b, dest] destinations that repeat an earlier token
+    per_row = (p * target[:, None]).sum(-1)  # [b, heads, dest]
+    weight = rows[:, None].float()
+    return (per_row * weight).sum((0, 2)) / weight.sum((0, 2)).clamp_min(1)
+
+
+def head_scores(model, layers, tokens: Tensor | None = None, n_tokens: int = 50) -> pd.DataFrame:
+    """One row per (layer, head) of `layers`: induction score and the share of attention on the
+    previous token, both measured on repeated random sequences (see repeated_random_tokens)."""
+    s = model.spec
+    if tokens is None:
+        tokens = repeated_random_tokens(n_tokens, s.d_vocab, s.bos_token_id)
+    frames = []
+    for layer in layers:
+        pattern = model.attention(tokens, layer, ["pattern"]).pattern
+        prev = torch.diagonal(pattern.float(), offset=-1, dim1=-2, dim2=-1).mean((0, 2))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "head": range(s.n_heads),
+                    "induction": induction_score(pattern, tokens).cpu().numpy(),
+                    "previous": prev.cpu().numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 TRAINED_CONTEXTS = 2048
 """scripts/ship_qk_transcoders.py trains on the first 2048 pydocs contexts of TRAINED_N_CTX."""
 TRAINED_N_CTX = 128
+SAE_TRAINED_CONTEXTS = 1800
+"""scripts/ship_attention_saes.py trains on the first 1800 pydocs contexts, which leaves about
+107,000 tokens after them for held-out figures (dead features are counted on >= 100,000)."""
 
 
 def pretrained_dir(model: str) -> Path:
@@ -92,8 +95,9 @@ def load_pretrained_qk(
     return load_qk(pretrained_dir(model) / name, device=device)
 
 
-def held_out_contexts(adapter, n_contexts: int) -> torch.Tensor:
-    """pydocs contexts [n, TRAINED_N_CTX] after the ones the shipped dictionaries were trained on."""
+def held_out_contexts(adapter, n_contexts: int, after: int = TRAINED_CONTEXTS) -> torch.Tensor:
+    """pydocs contexts [n, TRAINED_N_CTX] after the first `after` (those the shipped QK
+    dictionaries were trained on; SAE_TRAINED_CONTEXTS for the shipped SAEs)."""
     import itertools
 
     from attnviz.data.contexts import contexts
@@ -102,7 +106,7 @@ def held_out_contexts(adapter, n_contexts: int) -> torch.Tensor:
     rows = contexts(
         get_corpus("pydocs"), adapter.tokenizer, TRAINED_N_CTX, adapter.spec.bos_token_id
     )
-    held = list(itertools.islice(rows, TRAINED_CONTEXTS, TRAINED_CONTEXTS + n_contexts))
+    held = list(itertools.islice(rows, after, after + n_contexts))
     if not held:
         raise RuntimeError("pydocs has no contexts left after the ones the dictionaries saw")
     return torch.stack(held)
