@@ -106,3 +106,15 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(
         gap = (final[name] - value).norm()
         print(f"{name}: moved {moved:.3g}, runs differ by {gap:.3g}")
         assert gap < 0.05 * moved, name
+
+
+def test_a_held_out_chunk_smaller_than_a_batch_is_still_evaluated(tiny_llama_adapter, tmp_path):
+    # 2 full chunks of 24 contexts and a last one of 5: smaller than a batch of 8.
+    small = collect_activations(
+        tiny_llama_adapter, "pydocs", layer=1, n_tokens=N_CTX * 53, out_dir=tmp_path / "store",
+        n_ctx=N_CTX, chunk_contexts=24, progress=False,
+    )  # fmt: skip
+    assert small.chunks[-1].n_contexts < 8
+    cfg = QKTrainConfig(d_hidden_q=16, d_hidden_k=16, tokens=N_CTX * 8 * 2, batch_contexts=8)
+    record = QKTrainer(small, tiny_llama_adapter.rotary(1, N_CTX), cfg, tmp_path / "r").evaluate()
+    assert record["eval_kl"] > 0 and record["eval_l0_q"] > 0

@@ -216,7 +216,9 @@ class Trainer:
         n = 0
         was_training = self.dictionary.training
         self.dictionary.eval()  # inference behaviour (e.g. a BatchTopK SAE's fixed threshold)
-        for batch in self._batches([self.eval_chunk], shuffle=False, seed=0):
+        # Every held-out context counts, the last short batch too (a store's last chunk is often
+        # smaller than one training batch).
+        for batch in self._batches([self.eval_chunk], shuffle=False, seed=0, drop_last=False):
             loss, out = self.losses(batch, 1.0)
             numbers = {"loss": loss.item(), **out.stats}
             for name, terms in out.terms.items():
@@ -231,10 +233,13 @@ class Trainer:
             record[f"density_hist_{name}"] = density_histogram(tracker.density())
         return record
 
-    def _batches(self, chunks: list[int], shuffle: bool, seed: int) -> Iterator[dict[str, Tensor]]:
+    def _batches(
+        self, chunks: list[int], shuffle: bool, seed: int, drop_last: bool = True
+    ) -> Iterator[dict[str, Tensor]]:
         return self.store.batches(
             self.cfg.batch_contexts, self.objective.fields, shuffle=shuffle, seed=seed,
-            by="context", device=self.device, dtype=torch.float32, drop_last=True, chunks=chunks,
+            by="context", device=self.device, dtype=torch.float32, drop_last=drop_last,
+            chunks=chunks,
         )  # fmt: skip
 
     # ---- checkpoints ---------------------------------------------------------------------
