@@ -115,4 +115,4 @@ def test_every_shipped_dictionary_loads_and_fits_its_model(row, smollm2):
     assert get_architecture(row["architecture"]).module is type(d)
     assert load_pretrained(row["model"], row["name"]).cfg == d.cfg
     assert all(p.dtype == torch.float32 for p in d.parameters())
-    assert (d.pairs is not None) == row["pairs"]
+    assert (getattr(d, "pairs", None) is not None) == row["pairs"]

@@ -174,3 +174,25 @@ def test_per_head_decoder_view(tiny_llama_adapter):
     assert torch.equal(heads[3, 2], sae.W_dec[3, 32:48])
     two = SAE(SAEConfig.for_model(tiny_llama_adapter.spec, "v", [0, 1], 8))
     assert two.dec_heads.shape == (8, 2, 2, 16) and two.cfg.d_in == 64
+
+
+@pytest.mark.slow
+def test_the_shipped_saes_fit_the_embedded_model(smollm2):
+    from attnviz.dictionaries.pretrained import list_pretrained
+
+    shipped = [
+        r
+        for r in list_pretrained("smollm2-135m")
+        if r["architecture"] in ("topk", "jumprelu", "standard")
+    ]
+    sites = {(r["site"], r["layer"]) for r in shipped}
+    assert {("z", 2), ("z", 16), ("z", 18), ("resid_pre", 16)} <= sites
+    for row in shipped:
+        sae = load_dictionary(row["path"], model=smollm2)
+        assert row["dtype"] == "float16" and sae.cfg.training.get("chosen_because")
+        assert verify_on_model(sae, smollm2) < 1.0, row["name"]  # better than the mean, first use
+    # Filed under another layer, a shipped SAE is refused on first use.
+    early = load_dictionary(next(r["path"] for r in shipped if r["name"] == "z-sae-L2"))
+    early.cfg.layers = [16]
+    with pytest.raises(DictionaryMismatchError, match="FVU"):
+        verify_on_model(early, smollm2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-from cells import attention_patterns, qk_from_scratch, qk_pairs
+from cells import attention_output_saes, attention_patterns, qk_from_scratch, qk_pairs
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
@@ -35,6 +35,7 @@ def main() -> None:
     build(attention_patterns.CELLS, HERE / "01_attention_patterns.ipynb")
     build(qk_pairs.CELLS, HERE / "02_qk_pairs.ipynb")
     build(qk_from_scratch.CELLS, HERE / "03_qk_transcoders_from_scratch.ipynb")
+    build(attention_output_saes.CELLS, HERE / "04_attention_output_saes.ipynb")
 
 
 if __name__ == "__main__":

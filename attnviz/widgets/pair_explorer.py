@@ -6,17 +6,23 @@ Click a (destination, source) cell of a head's pattern: its reconstructed score 
 top query-feature x key-feature pair contributions, the other pairs and the bias terms, which add
 up to the score shown. Click a feature in that table: its max-activating contexts (held-out
 pydocs text by default), tokens shaded by activation, and its firing density.
+
+With a hook_z SAE of the layer (given as ``sae=``, taken from a linked FeatureAttribution, or
+shipped), a clicked cell (head h, destination t, source s) also shows what moves along that
+edge: the SAE features at t whose direct attribution through (h, s) is largest, with their share
+of each feature's pre-activation; a click on one shows it in the linked FeatureAttribution.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import traitlets
 from torch import Tensor
 
+from attnviz.analysis.dfa import edge_features
 from attnviz.analysis.feature_examples import FeatureActivations
 from attnviz.analysis.metrics import density_histogram
 from attnviz.analysis.reconstruction import Reconstruction, ReconstructionKind
@@ -24,6 +30,10 @@ from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.widgets.figures import pattern_figure
 from attnviz.widgets.qk_widget import QKInput, QKWidget
+from attnviz.widgets.saes import SAEInput, SAESet
+
+if TYPE_CHECKING:
+    from attnviz.widgets.feature_attribution import FeatureAttribution
 
 __all__ = ["PairExplorer"]
 
@@ -50,7 +60,9 @@ class PairExplorer(QKWidget):
     "transcoder"), top (pairs listed), clicked ([row, col] of the shown heatmap; pooled cells
     resolve to the cell of the block with the largest shown weight; a window shifts them by its
     start), decomposition, feature
-    ({"side": "q" | "k", "index": i}) and feature_info (its examples and density)."""
+    ({"side": "q" | "k", "index": i}) and feature_info (its examples and density); edge
+    ({head, dest, src, layer, linked, rows: [{feature, contribution, pre_activation, share}]}, or
+    {message} without an SAE) and follow ({feature}: show it in the linked FeatureAttribution)."""
 
     BUNDLE = "pair_explorer"
 
@@ -61,16 +73,24 @@ class PairExplorer(QKWidget):
     decomposition = traitlets.Dict().tag(sync=True)
     feature = traitlets.Dict().tag(sync=True)
     feature_info = traitlets.Dict().tag(sync=True)
+    edge = traitlets.Dict().tag(sync=True)
+    follow = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self, model: ModelAdapter, prompt: str, layer: int | None = None, *, qk: QKInput = None,
-        cell: tuple[int, int] | None = None, examples_from: Tensor | None = None, **kwargs: Any,
+        cell: tuple[int, int] | None = None, examples_from: Tensor | None = None,
+        sae: SAEInput = None, attribution: FeatureAttribution | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
         """cell: a (destination, source) token cell to decompose at once. examples_from: token
         ids [contexts, n] to find features' max-activating examples in (default: 32 held-out
-        pydocs contexts, computed at the first feature click)."""
+        pydocs contexts, computed at the first feature click). sae: hook_z SAEs for the edge's
+        features (default: the linked `attribution`'s, else the shipped ones). attribution: a
+        FeatureAttribution that a click on an edge feature shows it in."""
         self._examples_from = examples_from
         self._features: dict[int, FeatureActivations] = {}
+        self._attribution = attribution
+        self._saes = SAESet(model, sae) if sae is not None or attribution is None else None
+        self._edge_cache: tuple[tuple[str, int], Tensor, Tensor] | None = None
         super().__init__(model, prompt, layer, qk=qk, **kwargs)
         if cell is not None:
             self.select_cell(*cell)
@@ -104,6 +124,11 @@ class PairExplorer(QKWidget):
     def _feature_clicked(self, change: dict[str, Any]) -> None:
         if self._ready and self.feature:
             self._guard(lambda: self._show_feature(self.feature["side"], self.feature["index"]))
+
+    @traitlets.observe("follow")
+    def _follow(self, change: dict[str, Any]) -> None:
+        if self._ready and self.follow:
+            self._guard(lambda: self.show_in_attribution(int(self.follow["feature"])))
 
     def _guard(self, work: Any) -> None:
         """Run a click's work with the widget busy; bad input shows in `error`."""
@@ -179,6 +204,62 @@ class PairExplorer(QKWidget):
             "true_weight": float(rec.true[self.head, dest, src]),
             "rows": rows,
         }
+        try:
+            self.edge = self._edge(rec.layer, self.head, dest, src)
+        except AttnvizError as err:  # no SAE for the layer: the decomposition still stands
+            self.edge = {"message": str(err)}
+
+    def _sae_set(self) -> SAESet:
+        if self._attribution is not None and self._saes is None:
+            return self._attribution._saes
+        assert self._saes is not None
+        return self._saes
+
+    def _edge(self, layer: int, head: int, dest: int, src: int, top: int = 8) -> dict[str, Any]:
+        """What moves along (head, dest <- src): the z-SAE features with the largest DFA there."""
+        sae = self._sae_set().get(layer)
+        key = (self.prompt, layer)
+        if self._edge_cache is None or self._edge_cache[0] != key:
+            acts = self._model.attention(
+                self._model.to_tokens(self.prompt), layer, ["pattern", "v"]
+            )
+            assert acts.pattern is not None and acts.v is not None
+            self._edge_cache = (key, acts.pattern[0].float().cpu(), acts.v[0].float().cpu())
+        _, pattern, v = self._edge_cache
+        ids, contribution, pre = edge_features(sae, pattern, v, dest, head, src, top=top)
+        rows = [
+            {
+                "feature": int(i),
+                "contribution": float(c),
+                "pre_activation": float(p),
+                "share": float(c / p) if abs(float(p)) > 1e-9 else None,
+            }
+            for i, c, p in zip(ids, contribution, pre, strict=True)
+        ]
+        return {"head": head, "dest": dest, "src": src, "layer": layer, "rows": rows,
+                "linked": self._attribution is not None}  # fmt: skip
+
+    def show_in_attribution(self, feature: int) -> FeatureAttribution:
+        """Show `feature` at the explained cell's destination in the linked FeatureAttribution
+        (its prompt and layer follow this widget's)."""
+        fa, d = self._attribution, self.decomposition
+        if fa is None:
+            raise AttnvizError(
+                "no FeatureAttribution is linked: make one and pass it, "
+                "PairExplorer(model, prompt, layer=L, attribution=FeatureAttribution(model, "
+                "prompt, layer=L)), then display both"
+            )
+        if d.get("dest") is None:
+            raise AttnvizError("click a cell first: the feature is shown at its destination")
+        layer = self._current().layer
+        if fa.prompt != self.prompt or fa.layer != layer:
+            fa._quietly("prompt", self.prompt)
+            fa._quietly("layer", layer)
+            fa.refresh()
+        fa.select(int(d["dest"]), int(feature))
+        if fa.error:
+            raise AttnvizError(f"FeatureAttribution: {fa.error}")
+        return fa
 
     def _library(self) -> FeatureActivations:
         layer = self._current().layer
@@ -237,7 +318,7 @@ class PairExplorer(QKWidget):
 
     def extra_traits(self, rec: Reconstruction) -> dict[str, Any]:
         # A new prompt or layer: earlier selections point at tokens that may not exist.
-        out: dict[str, Any] = {"decomposition": {}, "clicked": []}
+        out: dict[str, Any] = {"decomposition": {}, "clicked": [], "edge": {}, "follow": {}}
         if rec.masked is None:
             out["map"] = "transcoder"
             if self.view == "masked":

@@ -2,19 +2,22 @@
 // score split into query-feature x key-feature pairs; click a feature to see what it fires on.
 //
 // Traits read: prompt, layer, layers, head, tokens, downsampled, error, busy, dictionary,
-// has_masked, kl, panels ({true, transcoder, masked}), view, map, decomposition, feature_info.
+// has_masked, kl, panels ({true, transcoder, masked}), view, map, decomposition, edge (the z-SAE
+// features moving along the explained cell), feature_info.
 // Traits written: prompt, layer, view, map (selectors), head (thumbnails), clicked ([row, col]
-// of the heatmap; the kernel decomposes it), feature ({side, index}; the kernel finds examples).
+// of the heatmap; the kernel decomposes it), feature ({side, index}; the kernel finds examples),
+// follow ({feature}: the kernel shows it in the linked FeatureAttribution).
 
 import { el, fillSelect, textEl } from "../shared/controls.js";
 import { fixed, formatSigned } from "../shared/format.js";
-import { scaleColor } from "../shared/heatmap.js";
+import { densityChart, exampleLines } from "../shared/feature_panel.js";
 import { createPanel } from "../shared/panel.js";
 import { colorMax, patternPixels, thumbCaption } from "../shared/patterns.js";
 import { createPromptView } from "../shared/prompt_view.js";
 import { markThumb, renderThumbs } from "../shared/thumbs.js";
 import { describeCell, displayToken } from "../shared/tokens.js";
 
+export { activationColor, histogramBin } from "../shared/feature_panel.js";
 export { fixed } from "../shared/format.js";
 
 export const THUMB_PX = 56;
@@ -37,22 +40,6 @@ export function displayCell(dest, src, factor = 1) {
 /** Sum of the rows' contributions (what the table's total shows). */
 export function sumContributions(rows) {
   return (rows ?? []).reduce((acc, r) => acc + (typeof r.contribution === "number" ? r.contribution : 0), 0);
-}
-
-/** Background of a token with activation `act` when the context's largest is `max`. */
-export function activationColor(act, max) {
-  if (!(act > 0) || !(max > 0)) return "transparent";
-  const [r, g, b] = scaleColor(0.15 + 0.6 * Math.min(1, act / max));
-  return `rgba(${r}, ${g}, ${b}, 0.85)`;
-}
-
-/** The histogram's bar index holding log10(density) `x`, or -1. */
-export function histogramBin(edges, x) {
-  if (x === null || x === undefined || !edges || edges.length < 2) return -1;
-  for (let i = 0; i < edges.length - 1; i++) {
-    if (x >= edges[i] && (x < edges[i + 1] || i === edges.length - 2)) return i;
-  }
-  return -1;
 }
 
 function featureButton(side, index, pressed, onClick) {
@@ -124,40 +111,6 @@ function decompositionTable(d, selected, onFeature) {
   return table;
 }
 
-function densityChart(info) {
-  const canvas = el("canvas", "", { "data-testid": "density-chart" });
-  const counts = info.histogram?.counts ?? [];
-  const edges = info.histogram?.edges ?? [];
-  const w = 240;
-  const h = 48;
-  canvas.width = w;
-  canvas.height = h;
-  canvas.style.width = `${w}px`;
-  canvas.style.height = `${h}px`;
-  const ctx = canvas.getContext("2d");
-  if (ctx === null || counts.length === 0) return canvas;
-  const max = Math.max(...counts, 1);
-  const bw = w / counts.length;
-  const mine = histogramBin(edges, info.log10_density);
-  // Counts on a log scale, so a feature in a sparse bin still shows; its bin is dark and marked.
-  counts.forEach((c, i) => {
-    const bh = c > 0 ? Math.max(3, Math.round((Math.log1p(c) / Math.log1p(max)) * (h - 10))) : 0;
-    ctx.fillStyle = i === mine ? "#7a2e6e" : "#c9c2cf";
-    ctx.fillRect(i * bw + 1, h - bh, bw - 2, bh);
-  });
-  if (mine >= 0) {
-    ctx.fillStyle = "#7a2e6e";
-    const x = (mine + 0.5) * bw;
-    ctx.beginPath();
-    ctx.moveTo(x - 4, 0);
-    ctx.lineTo(x + 4, 0);
-    ctx.lineTo(x, 6);
-    ctx.fill();
-  }
-  canvas.title = `log10 firing density of the live ${info.side === "q" ? "query" : "key"} features, from ${edges[0]} to ${edges[edges.length - 1]}; this feature's bar is dark`;
-  return canvas;
-}
-
 function featurePanel(info) {
   const box = el("div", "", { "data-testid": "feature-panel", "data-side": info.side, "data-index": String(info.index) });
   const sideName = info.side === "q" ? "query" : "key";
@@ -165,26 +118,39 @@ function featurePanel(info) {
   box.append(
     textEl("div", "av-panel-title", `${sideName} feature ${info.index} · layer ${info.layer}`),
     textEl("div", "av-axis-title", `fires on ${pct}% of ${info.n_tokens.toLocaleString("en-US")} held-out tokens (${info.dead} of this side's features never fire there)`, { "data-testid": "density" }),
-    densityChart(info),
+    densityChart(info, `${sideName} features`),
   );
   if (!info.examples?.length) {
     box.append(textEl("div", "av-note", "This feature does not fire on the held-out contexts."));
     return box;
   }
   box.append(textEl("div", "av-axis-title", "max-activating contexts (the outlined token is where it fires most; shading: activation)"));
-  for (const ex of info.examples) {
-    const line = el("div", "av-context", { "data-testid": "example", "data-activation": String(ex.activation) });
-    const max = Math.max(...ex.acts, 1e-12);
-    line.append(textEl("span", "av-axis-title", `${fixed(ex.activation, 2)}  `));
-    ex.tokens.forEach((token, i) => {
-      const span = textEl("span", `av-tok${i === ex.center ? " av-center" : ""}`, displayToken(token, 40));
-      span.style.background = activationColor(ex.acts[i], max);
-      span.title = `activation ${fixed(ex.acts[i], 3)}`;
-      line.append(span);
-    });
-    box.append(line);
-  }
+  box.append(...exampleLines(info.examples));
   return box;
+}
+
+/** The features that move along the explained edge (head, dest <- src), strongest first. */
+function edgeTable(e, onFollow) {
+  const table = el("table", "av-table", { "data-testid": "edge-table" });
+  const head = el("tr");
+  for (const [text, left] of [["feature", true], ["through this cell", false], ["pre-activation", false], ["share", false], ["", true]]) head.append(textEl("th", left ? "av-left" : "", text));
+  table.append(head);
+  const scale = Math.max(...e.rows.map((r) => Math.abs(r.contribution)), 1e-12);
+  for (const r of e.rows) {
+    const tr = el("tr", "", { "data-testid": "edge-row", "data-feature": String(r.feature), "data-contribution": String(r.contribution) });
+    const cell = el("td", "av-left");
+    const button = textEl("button", "av-feature", `F${r.feature}`, {
+      type: "button",
+      "data-testid": `edge-feature-${r.feature}`,
+      title: e.linked ? "show this feature's attribution in the linked FeatureAttribution" : "link a FeatureAttribution (attribution=...) to open it there",
+    });
+    button.addEventListener("click", () => onFollow(r.feature));
+    cell.append(button);
+    const share = typeof r.share === "number" ? `${(100 * r.share).toFixed(1)}%` : "–";
+    tr.append(cell, textEl("td", "", formatSigned(r.contribution, 4)), textEl("td", "", formatSigned(r.pre_activation, 3)), textEl("td", "", share), barCell(r.contribution, scale));
+    table.append(tr);
+  }
+  return table;
 }
 
 function render({ model, el: host }) {
@@ -229,6 +195,7 @@ function render({ model, el: host }) {
   });
   const hint = textEl("div", "av-note", "Click a cell of the heatmap to explain its score.", { "data-testid": "hint" });
   const decomposition = el("div", "", { "data-testid": "decomposition" });
+  const edge = el("div", "", { "data-testid": "edge" });
   const feature = el("div", "", { "data-testid": "feature" });
   const left = el("div");
   left.append(thumbs);
@@ -236,7 +203,7 @@ function render({ model, el: host }) {
   middle.append(panel.node);
   const right = el("div");
   right.style.maxWidth = "760px";
-  right.append(hint, decomposition, feature);
+  right.append(hint, decomposition, edge, feature);
   body.append(left, middle, right);
   host.replaceChildren(root);
 
@@ -313,6 +280,21 @@ function render({ model, el: host }) {
     );
   }
 
+  function renderEdge() {
+    const e = model.get("edge") ?? {};
+    edge.replaceChildren();
+    if (e.message) {
+      edge.append(textEl("div", "av-note", `What moves along this edge needs a hook_z SAE: ${e.message}`, { "data-testid": "edge-message" }));
+      return;
+    }
+    if (!e.rows) return;
+    edge.append(
+      textEl("div", "av-panel-title", `what moves along this edge: head ${e.head}, ${e.dest} ← ${e.src}`),
+      textEl("div", "av-axis-title", "z-SAE features at the destination whose direct attribution through this head and source is largest; share = that part of the feature's pre-activation."),
+      edgeTable(e, (f) => frame.write({ follow: { feature: f, head: e.head, dest: e.dest, src: e.src } })),
+    );
+  }
+
   function renderFeature() {
     const info = model.get("feature_info") ?? {};
     feature.replaceChildren();
@@ -340,6 +322,7 @@ function render({ model, el: host }) {
       renderDecomposition();
       frame.renderStatus();
     },
+    "change:edge": renderEdge,
     "change:feature_info": () => {
       frame.settled();
       renderDecomposition();
@@ -354,6 +337,7 @@ function render({ model, el: host }) {
       renderHeatmap();
       if (source.decoded) panel.setLabels(view.tokens(), view.factor(), view.offset());
       renderDecomposition();
+      renderEdge();
       renderFeature();
     },
     head: renderHeatmap,

@@ -21,9 +21,10 @@ const DATA_TRAITS = ["tokens", "downsampled", "offset"];
  * `trait`: the trait holding the patterns ("panels": {key: wire array}, or one wire array).
  * `pooled`: what the status line says pooled blocks do. `contrast`: the contrast checkbox's
  * title (null: no checkbox). `controls`: more controls after the layer selector. `dataTraits`:
- * more traits whose change redraws everything.
+ * more traits whose change redraws everything. `statusText` and `hasData` replace the defaults
+ * (the pattern's status line; "a pattern is shown") for widgets that draw something else.
  */
-export function createPromptView(model, { testid, trait = "panels", pooled = "max-pooled; click a block to zoom in", contrast = null, controls = [], dataTraits = [] }) {
+export function createPromptView(model, { testid, trait = "panels", pooled = "max-pooled; click a block to zoom in", contrast = null, controls = [], dataTraits = [], statusText = null, hasData = null }) {
   const source = panelSource(model, trait);
   // A textarea, not an <input>: an input drops the newlines of a multi-line prompt, and the
   // kernel would then see different text. Enter recomputes; Shift+Enter starts a new line.
@@ -45,9 +46,9 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
   const frame = createFrame(model, {
     testid,
     controls: [prompt, go, layerSelect, unzoom, ...controls, ...(contrastBox ? [contrastBox.node] : [])],
-    hasData: () => source.decoded !== null,
+    hasData: hasData ?? (() => source.decoded !== null),
     localError: () => source.error,
-    statusText: () => statusOf(model, source.head(), pooled),
+    statusText: statusText ?? (() => statusOf(model, source.head(), pooled)),
   });
   const { root, body } = frame;
   if (frame.isStatic) {

@@ -22,7 +22,7 @@ function sources(dir = root) {
 
 test("there are widget sources to check", () => {
   const names = sources().map((p) => p.slice(root.length));
-  for (const want of ["attention_view/index.js", "pattern_explorer/index.js", "pair_explorer/index.js", "shared/frame.js", "shared/prompt_view.js", "shared/charts.js", "shared/requests.js"]) {
+  for (const want of ["attention_view/index.js", "pattern_explorer/index.js", "pair_explorer/index.js", "feature_attribution/index.js", "shared/feature_panel.js", "shared/frame.js", "shared/prompt_view.js", "shared/charts.js", "shared/requests.js"]) {
     assert.ok(names.includes(want), `${want} not found among ${names.join(", ")}`);
   }
 });

@@ -59,6 +59,13 @@ export const CSS = `
 .attnviz .av-context { font: 12px/1.7 var(--jp-code-font-family, ui-monospace, monospace); white-space: pre-wrap; margin: 2px 0 6px; }
 .attnviz .av-context span.av-tok { border-radius: 2px; }
 .attnviz .av-context span.av-center { outline: 1.5px solid #1b1b1b; }
+.attnviz .av-strip { max-height: 240px; overflow: auto; }
+.attnviz .av-strip span.av-tok { cursor: pointer; }
+.attnviz .av-strip span.av-tok:hover { outline: 1px dotted #1b1b1b; }
+.attnviz .av-headbars { display: inline-flex; align-items: flex-end; gap: 1px; height: 14px; }
+.attnviz .av-headbar { display: inline-block; width: 5px; background: #7a2e6e; }
+.attnviz .av-dfa { display: flex; gap: 6px; align-items: flex-start; margin: 4px 0; }
+.attnviz .av-dfa-rows { font: 11px var(--jp-code-font-family, ui-monospace, monospace); white-space: pre; text-align: right; }
 .attnviz .av-progress { display: none; align-items: center; gap: 8px; margin: 0 0 6px; }
 .attnviz .av-progress progress { width: 220px; height: 10px; }
 .attnviz .av-progress .av-progress-text { color: var(--jp-ui-font-color2, #666); font-size: 11px; }
