@@ -11,7 +11,6 @@ total contribution, and the feature's max-activating held-out contexts and firin
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,7 +18,6 @@ import traitlets
 from torch import Tensor
 
 from attnviz.analysis.dfa import feature_attribution
-from attnviz.analysis.metrics import density_histogram
 from attnviz.analysis.sae_examples import SAEFeatureActivations
 from attnviz.analysis.sae_report import head_attribution
 from attnviz.dictionaries.sae import SAE
@@ -27,48 +25,13 @@ from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.widgets.arrays import encode_array
 from attnviz.widgets.base import PromptWidget
+from attnviz.widgets.feature_panel import density_payload, examples_payload
 from attnviz.widgets.saes import SAEInput, SAESet, describe_sae
 
-__all__ = ["FeatureAttribution", "density_payload", "examples_payload"]
+__all__ = ["FeatureAttribution"]
 
 EXAMPLE_CONTEXTS = 32
 """Held-out pydocs contexts searched for a feature's max-activating examples."""
-
-
-def examples_payload(library: SAEFeatureActivations, feature: int, k: int = 8) -> list[dict]:
-    """A feature's max-activating contexts as the front-end draws them."""
-    shown = []
-    for ex in library.examples(feature, k=k, window=10).to_dict(orient="records"):
-        before, after = ex["before"], ex["after"]
-        shown.append(
-            {
-                "context": int(ex["context"]),
-                "position": int(ex["position"]),
-                "activation": float(ex["activation"]),
-                "tokens": [t for t, _ in before] + [ex["token"]] + [t for t, _ in after],
-                "acts": [round(float(a), 4) for _, a in [*before, (0, ex["activation"]), *after]],
-                "center": len(before),
-            }
-        )
-    return shown
-
-
-def density_payload(density: Tensor, feature: int) -> dict[str, Any]:
-    """Where one feature's firing density sits among the live features' (quarter decades)."""
-    d = float(density[feature])
-    live = density[density > 0]
-    lo = min(-1, math.floor(math.log10(float(live.min())))) if live.numel() else -4
-    edges = [lo + 0.25 * i for i in range(4 * -lo + 1)]
-    hist = density_histogram(density, edges)
-    return {
-        "density": d,
-        "log10_density": math.log10(d) if d > 0 else None,
-        "histogram": {
-            "edges": [round(float(e), 3) for e in edges],
-            "counts": hist["counts"] if live.numel() else [],
-        },
-        "dead": hist["never_fired"],
-    }
 
 
 class FeatureAttribution(PromptWidget):
@@ -258,7 +221,7 @@ class FeatureAttribution(PromptWidget):
             "feature": int(feature),
             "layer": layer,
             "n_tokens": library.n_tokens,
-            "examples": examples_payload(library, feature),
+            "examples": examples_payload(library.examples(feature, k=8, window=10)),
             **density_payload(library.density(), feature),
         }
 

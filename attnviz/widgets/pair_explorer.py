@@ -24,10 +24,10 @@ from torch import Tensor
 
 from attnviz.analysis.dfa import edge_features
 from attnviz.analysis.feature_examples import FeatureActivations
-from attnviz.analysis.metrics import density_histogram
 from attnviz.analysis.reconstruction import Reconstruction, ReconstructionKind
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
+from attnviz.widgets.feature_panel import density_payload, examples_payload
 from attnviz.widgets.figures import pattern_figure
 from attnviz.widgets.qk_widget import QKInput, QKWidget
 from attnviz.widgets.saes import SAEInput, SAESet
@@ -277,41 +277,14 @@ class PairExplorer(QKWidget):
     def _show_feature(self, side: str, index: int) -> None:
         library = self._library()
         examples = library.examples(side, int(index), k=8, window=10)
-        density = library.density(side)
-        d = float(density[int(index)])
-        shown = []
-        for ex in examples.to_dict(orient="records"):
-            before, after = ex["before"], ex["after"]
-            shown.append(
-                {
-                    "context": int(ex["context"]),
-                    "position": int(ex["position"]),
-                    "activation": float(ex["activation"]),
-                    "tokens": [t for t, _ in before] + [ex["token"]] + [t for t, _ in after],
-                    "acts": [round(float(a), 4) for _, a in before]
-                    + [round(float(ex["activation"]), 4)]
-                    + [round(float(a), 4) for _, a in after],
-                    "center": len(before),
-                }
-            )
-        live = density[density > 0]
-        lo = min(-1, math.floor(math.log10(float(live.min())))) if live.numel() else -4
-        edges = [lo + 0.25 * i for i in range(4 * -lo + 1)]  # quarter decades up to density 1
-        hist = density_histogram(density, edges)
         self.feature_info = {
             "side": side,
             "index": int(index),
             "layer": library.layer,
-            "density": d,
-            "log10_density": math.log10(d) if d > 0 else None,
-            # the densities of all live features of this side, to place this one among them
-            "histogram": {
-                "edges": [round(float(e), 3) for e in edges],
-                "counts": hist["counts"] if live.numel() else [],
-            },
-            "dead": hist["never_fired"],
+            # where its density sits among the live features of this side
+            **density_payload(library.density(side), int(index)),
             "n_tokens": int(library.tokens.numel()),
-            "examples": shown,
+            "examples": examples_payload(examples),
         }
 
     # ---- the rest ------------------------------------------------------------------------------
