@@ -93,10 +93,14 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(
     assert len(evals) == 6  # the curve, step by step
     for mine, theirs in evals:
         assert mine["step"] == theirs["step"]
+        # Two processes add gradients in another order than one; over 20 steps with resampling
+        # that drifts by ~2e-4 relative on some CPUs (a wrong split is off by far more).
         for key in ("train_loss", "eval_loss", "eval_kl"):
-            assert theirs[key] == pytest.approx(mine[key], rel=1e-4), (mine["step"], key)
+            assert theirs[key] == pytest.approx(mine[key], rel=1e-3), (mine["step"], key)
         # L0 and dead fractions count activations above zero: float noise may flip a handful.
-        for key in ("eval_l0_q", "eval_l0_k", "dead_q", "dead_k"):
+        for key in ("eval_l0_q", "eval_l0_k"):
+            assert theirs[key] == pytest.approx(mine[key], rel=3e-3), (mine["step"], key)
+        for key in ("dead_q", "dead_k"):
             assert theirs[key] == pytest.approx(mine[key], abs=0.02), (mine["step"], key)
     final = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     # Adam divides by the gradient's running size, so where a gradient is ~0 float noise can flip
@@ -118,3 +122,27 @@ def test_a_held_out_chunk_smaller_than_a_batch_is_still_evaluated(tiny_llama_ada
     cfg = QKTrainConfig(d_hidden_q=16, d_hidden_k=16, tokens=N_CTX * 8 * 2, batch_contexts=8)
     record = QKTrainer(small, tiny_llama_adapter.rotary(1, N_CTX), cfg, tmp_path / "r").evaluate()
     assert record["eval_kl"] > 0 and record["eval_l0_q"] > 0
+
+
+def test_auxk_gives_only_dead_features_a_gradient_towards_the_error():
+    from attnviz.dictionaries.sparse_coder import SparseCoder
+    from attnviz.training.dead_features import auxk_loss
+
+    coder = SparseCoder(8, 6, 8, seed=0, input_bias="tied")
+    x = torch.randn(32, 8)
+    dead = torch.tensor([False, True, False, True, True, False])
+    # The error is exactly what dead feature 3 writes when it fires at its pre-activation.
+    with torch.no_grad():
+        coder.b_pre.zero_()
+        coder.b_enc.zero_()
+        coder.W_enc.zero_()
+        coder.W_enc[0, 3] = 1.0
+        x[:, 0] = x[:, 0].abs() + 0.1
+    residual = x[:, :1] * coder.W_dec[3].detach()
+    assert auxk_loss(coder, x, residual, dead, k_aux=1).item() < 1e-10
+    coder.zero_grad()
+    loss = auxk_loss(coder, x, torch.randn(32, 8), dead, k_aux=2)
+    loss.backward()
+    grads = coder.W_dec.grad.norm(dim=-1)
+    assert torch.all(grads[~dead] == 0) and torch.all(grads[dead] >= 0) and grads[dead].sum() > 0
+    assert auxk_loss(coder, x, residual, torch.zeros(6, dtype=torch.bool), 4).item() == 0.0

@@ -255,6 +255,16 @@ class ActivationStore:
         return self.manifest["layer"]
 
     @property
+    def layers(self) -> list[int]:
+        """The layers its fields come from (one; a StackedStore has several)."""
+        return [self.layer]
+
+    @property
+    def paths(self) -> list[Path]:
+        """Where it lies (one directory; a StackedStore reads several)."""
+        return [self.path]
+
+    @property
     def fields(self) -> tuple[str, ...]:
         return tuple(self.manifest["fields"])
 

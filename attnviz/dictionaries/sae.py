@@ -52,6 +52,8 @@ class SAEConfig:
     """Heads the site splits into per layer (None for residual sites, or not yet known)."""
     d_head: int | None = None
     """Width of one head at the site."""
+    group_size: int | None = None
+    """v only: query heads that read each kv head (grouped-query attention; None: not known)."""
     k: int | None = None
     """Active features per token (topk)."""
     apply_b_dec_to_input: bool = True
@@ -102,7 +104,8 @@ class SAEConfig:
         return cls(
             architecture=architecture, model=spec.name, site=site, layers=layers,
             d_in=site_width(spec, site) * len(layers), d_sae=d_sae, n_heads=heads,
-            d_head=spec.d_head if heads else None, **extra,
+            d_head=spec.d_head if heads else None,
+            group_size=spec.n_heads // spec.n_kv_heads if site == "v" else None, **extra,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

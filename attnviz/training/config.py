@@ -31,6 +31,11 @@ class LoopConfig:
     """A feature that has not fired for this many steps counts as dead."""
     ghost_grads: bool = True
     """Rescaled ghost grads: loss times the dead fraction, activation exp(min(x, 0))."""
+    aux_k: int = 0
+    """AuxK for TopK SAEs (Gao et al. 2024): dead features whose largest pre-activations model
+    the error; 0: off (Gao et al. use 512, or half the input width when it is smaller)."""
+    aux_k_coef: float = 1 / 32
+    """Weight of the AuxK loss (relative to the reconstruction error, which is 1.0 at the mean)."""
     neg_pre_penalty: float = 0.0
     """Coefficient of the L1 penalty on negative pre-activations (Anthropic 2025); 0: off."""
     unit_norm_decoder: bool = True

@@ -3,7 +3,10 @@
 - resampling (Bricken et al. 2023; still a strong default in the GDM progress update, 2024);
 - rescaled ghost grads (Anthropic circuits update, January 2024);
 - an L1 penalty on negative pre-activations (Anthropic attention update, 2025), which keeps
-  every feature's pre-activation from sinking far below zero, where no gradient reaches it.
+  every feature's pre-activation from sinking far below zero, where no gradient reaches it;
+- AuxK (Gao et al. 2024), for TopK SAEs: the dead features' k_aux largest pre-activations
+  reconstruct the error the live ones leave, which gives dead features a gradient even though
+  TopK never selects them.
 """
 
 from __future__ import annotations
@@ -121,3 +124,18 @@ def negative_pre_penalty(coder: SparseCoder, x: Tensor) -> Tensor:
 
     x: coder input [tokens, d_in]."""
     return torch.relu(-coder.pre_activation(x)).sum(-1).mean()
+
+
+def auxk_loss(coder: SparseCoder, x: Tensor, residual: Tensor, dead: Tensor, k_aux: int) -> Tensor:
+    """AuxK: || e - TopK_{k_aux}(dead pre-activations) W_dec[dead] ||^2 / ||e||^2, e the residual
+    (target - reconstruction, no gradient). Only the dead features' encoder columns are computed.
+
+    x: coder input [tokens, d_in]; residual [tokens, d_out]; dead: bool [d_hidden]."""
+    idx = dead.nonzero(as_tuple=True)[0]
+    if idx.numel() == 0:
+        return x.new_zeros(())
+    pre = (x - coder.b_pre) @ coder.W_enc[:, idx] + coder.b_enc[idx]
+    top = pre.topk(min(int(k_aux), idx.numel()), dim=-1)
+    e_hat = torch.einsum("tk,tkd->td", top.values.relu(), coder.W_dec[idx][top.indices])
+    err = (residual - e_hat).pow(2).sum(-1).mean()
+    return err / residual.pow(2).sum(-1).mean().clamp_min(1e-8)

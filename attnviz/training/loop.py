@@ -1,8 +1,8 @@
 """One training loop for every dictionary architecture.
 
 The loop owns what all of them share: Adam with warm-up, unit-norm decoders, firing trackers and
-the three dead-feature remedies (resampling, rescaled ghost grads, the negative pre-activation
-penalty), periodic evaluation on held-out data, checkpoints that resume to bit-identical weights,
+the dead-feature remedies (resampling, rescaled ghost grads, the negative pre-activation penalty,
+AuxK), periodic evaluation on held-out data, checkpoints that resume to bit-identical weights,
 a progress bar with live metrics, and several processes through torchrun. What differs per
 architecture (which activations it reads, its initialisation, its fitting loss and sparsity
 penalty) is an `Objective`, in a small module of its own (`training/qk.py`, ...).
@@ -33,6 +33,7 @@ from attnviz.training import distributed as dist
 from attnviz.training.config import LoopConfig
 from attnviz.training.dead_features import (
     FiringTracker,
+    auxk_loss,
     ghost_loss,
     negative_pre_penalty,
     resample,
@@ -152,9 +153,12 @@ class Trainer:
         coders = self.objective.coders()
         for name, terms in out.terms.items():
             coder = coders[name]
+            dead = self.trackers[name].dead(self.cfg.dead_window)
             if self.cfg.ghost_grads:
-                dead = self.trackers[name].dead(self.cfg.dead_window)
                 loss = loss + ghost_loss(coder, terms.x, terms.residual.detach(), dead)
+            if self.cfg.aux_k:
+                aux = auxk_loss(coder, terms.x, terms.residual.detach(), dead, self.cfg.aux_k)
+                loss = loss + self.cfg.aux_k_coef * aux
             if self.cfg.neg_pre_penalty:
                 loss = loss + self.cfg.neg_pre_penalty * negative_pre_penalty(coder, terms.x)
         return loss, out
@@ -254,7 +258,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             payload = {
                 "config": json.dumps(self.cfg.to_dict()),
-                "store": json.dumps({"path": str(self.store.path), "layer": self.store.layer}),
+                "store": json.dumps({"path": str(self.store.path), "layers": self.store.layers}),
                 "step": self.state.step,
                 "model": self.dictionary.state_dict(),
                 "optimizer": self.optimizer.state_dict(),

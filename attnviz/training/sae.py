@@ -128,14 +128,15 @@ class SAETrainer(Trainer):
         spec = SimpleNamespace(**store.spec)
         architecture = "jumprelu" if cfg.architecture == "batchtopk" else cfg.architecture
         sae_cfg = SAEConfig.for_model(
-            spec, cfg.site, store.layer, cfg.d_sae, architecture=architecture,
+            spec, cfg.site, store.layers, cfg.d_sae, architecture=architecture,
             k=cfg.k if architecture == "topk" else None,
-            training=cfg.to_dict() | {"store": str(store.path), "corpus": store.corpus},
+            training=cfg.to_dict()
+            | {"store": ", ".join(map(str, store.paths)), "corpus": store.corpus},
         )  # fmt: skip
         torch.manual_seed(cfg.seed)
         sae = SAE(sae_cfg, seed=cfg.seed)
         super().__init__(
             SAEObjective(sae, cfg), store, cfg, out_dir, device,
-            desc=f"{cfg.architecture} SAE {cfg.site} L{store.layer}",
+            desc=f"{cfg.architecture} SAE {cfg.site} L{'+'.join(map(str, store.layers))}",
         )  # fmt: skip
         self.sae = sae
