@@ -80,3 +80,78 @@ def test_early_stopping_and_bad_input():
         pursue(code @ D, D, 3, method="lasso")
     with pytest.raises(ValueError, match="share d"):
         pursue(torch.zeros(3, 7), D, 3)
+
+
+def basis_sae(spec, n_atoms=None, seed=0, signed=False):
+    """A z SAE of layer 1 whose decoder is an orthonormal set of directions (with signed, each
+    direction and its negative, so a non-negative code can still write anything) and whose
+    encoder is its transpose."""
+    from attnviz.dictionaries.sae import SAE, SAEConfig
+
+    d_in = spec.n_heads * spec.d_head
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d_in, d_in, generator=g))
+    atoms = torch.cat([q, -q]) if signed else q[: n_atoms or d_in]
+    sae = SAE(SAEConfig.for_model(spec, "z", 1, atoms.shape[0]), seed=seed)
+    with torch.no_grad():
+        sae.coder.W_dec.copy_(atoms)
+        sae.coder.W_enc.copy_(atoms.T)
+        sae.coder.b_out.zero_()
+        sae.coder.b_enc.zero_()
+    return sae
+
+
+def test_the_fvu_pareto_puts_a_real_dictionary_above_a_random_one(tiny_llama_adapter):
+    from attnviz.analysis.ito.compare import fvu_pareto
+
+    sae = basis_sae(tiny_llama_adapter.spec, n_atoms=48)
+    _, code = planted(n_tokens=80, n_atoms=48, d=64, l0=4, seed=5)
+    x = code @ sae.W_dec.detach()
+    frame = fvu_pareto({"planted": sae}, x, l0s=(1, 2, 4), methods=("topk", "mp", "gp"))
+    assert set(frame.dictionary) == {"planted", "planted:random"}
+    assert (frame.method == "encoder").sum() == 1
+    gp = frame[(frame.dictionary == "planted") & (frame.method == "gp")].set_index("target_l0")
+    assert gp.fvu.is_monotonic_decreasing and gp.loc[4, "fvu"] < 1e-6
+    assert (gp.l0 <= gp.index).all()
+    rnd = frame[(frame.dictionary == "planted:random") & (frame.method == "gp")].set_index(
+        "target_l0"
+    )
+    assert (rnd.fvu > gp.fvu + 0.3).all()
+    assert "topk" not in set(frame[frame.dictionary == "planted:random"].method)
+
+
+def test_a_splice_of_an_exact_code_leaves_the_loss_as_it_was(tiny_llama_adapter):
+    from attnviz.analysis.ito.compare import ce_pareto
+
+    # +-64 orthonormal atoms spanning hook_z: a non-negative code of L0 64 is exact.
+    sae = basis_sae(tiny_llama_adapter.spec, signed=True)
+    tokens = tiny_llama_adapter.to_tokens(["When Mary and John went to the store, John gave a"] * 2)
+    frame = ce_pareto(tiny_llama_adapter, sae, [tokens], l0s=(2, 64), methods=("gp",))
+    exact = frame[(frame.method == "gp") & (frame.target_l0 == 64)].iloc[0]
+    assert abs(exact.loss_increase) < 1e-4 and abs(exact.ce_recovered - 1) < 1e-3
+    rough = frame[(frame.method == "gp") & (frame.target_l0 == 2)].iloc[0]
+    assert rough.l0 <= 2 and abs(rough.loss_increase) > abs(exact.loss_increase)
+    enc = frame[frame.method == "encoder"].iloc[0]
+    assert abs(enc.loss_increase) < 1e-4  # the encoder of an orthonormal basis is exact too
+
+
+def test_agreement_of_ito_with_the_encoder():
+    from attnviz.analysis.ito.compare import agreement
+    from attnviz.dictionaries.sae import SAE, SAEConfig
+
+    cfg = SAEConfig(
+        architecture="standard", model="toy", site="resid_pre", layers=[0], d_in=64, d_sae=48
+    )
+    sae = SAE(cfg)
+    D, code = planted(n_tokens=60, n_atoms=48, d=64, l0=4, seed=6)
+    with torch.no_grad():
+        sae.coder.W_dec.copy_(D)
+        sae.coder.W_enc.copy_(D.T)
+        sae.coder.b_out.zero_()
+        sae.coder.b_enc.zero_()
+    out = agreement(sae, code @ D, l0=4, eps=1e-5)
+    assert out["jaccard"] > 0.999 and out["corr"] > 0.999  # exact encoder and exact pursuit agree
+    noisy = agreement(
+        sae, code @ D + 0.3 * torch.randn(60, 64, generator=torch.Generator().manual_seed(0)), l0=4
+    )
+    assert noisy["jaccard"] < out["jaccard"] and noisy["pairs"] > out["pairs"]
