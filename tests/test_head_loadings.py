@@ -179,25 +179,29 @@ def test_a_two_layer_value_sae_trains_and_splits_its_loading_by_layer(two_stores
 
 def test_the_analysis_clusters_live_features_by_head_beside_the_null(tiny_llama_adapter):
     spec = tiny_llama_adapter.spec
-    heads_of = [0] * 24 + [1] * 12 + [2] * 6 + [3] * 3
-    sae = one_head_sae(spec, "z", [1], heads_of)
+    groups = [24, 12, 8, 5, 4, 3]  # features per (layer, head) column 0..5 of a two-layer SAE
+    heads_of = [h for h, n in enumerate(groups) for _ in range(n)]
+    sae = one_head_sae(spec, "z", [0, 1], heads_of)
     density = torch.full((len(heads_of),), 1e-3)
     density[5] = 0.0  # dead: left out
     steps = []
     a = analyse_head_loadings(
-        sae, density, ks=range(2, 7), seed=0, progress=lambda d, t: steps.append((d, t))
+        sae, density, ks=range(2, 9), seed=0, progress=lambda d, t: steps.append((d, t))
     )
     assert 5 not in a.features and len(a.features) == len(heads_of) - 1
-    assert a.k == 4 and sorted(a.clustering.sizes.tolist(), reverse=True) == [23, 12, 6, 3]
-    assert steps[-1] == (10, 10)  # both sweeps reported
+    assert steps[-1] == (14, 14)  # both sweeps reported
+    assert a.k == 6  # the best silhouette
+    assert a.clustering.sizes.tolist() == [23, 12, 8, 5, 4, 3]
     s = a.summary()
     assert s["silhouette"] > 0.99 and s["silhouette"] > s["null_silhouette"]
-    assert a.fit is not None and a.fit.slope < 0
+    assert a.fit is not None and a.fit.slope < 0 and a.fit.n == 6
     assert a.map_2d.shape == (len(a.features), 2)
     cluster = a.cluster_of(0)
     assert all(heads_of[f] == 0 for f in a.cluster_features(cluster))
     with pytest.raises(ValueError, match="not clustered"):
         a.cluster_of(5)
+    few = analyse_head_loadings(sae, density, ks=[3], k=3)
+    assert few.fit is None  # three sizes make no power law
 
 
 def test_cluster_tokens_and_heads_read_the_examples(tiny_llama_adapter, two_stores):
@@ -216,3 +220,20 @@ def test_cluster_tokens_and_heads_read_the_examples(tiny_llama_adapter, two_stor
     assert np.allclose(heads.sum(1), 1)
     # Feature 2 reads head 2's block only, so all of its DFA comes through head 2.
     assert heads.loc[2, "H2"] > 0.999
+
+
+def test_dfa_head_shares_follow_the_heads_a_feature_reads(tiny_llama_adapter):
+    from attnviz.analysis.head_clusters import dfa_head_shares
+
+    sae = one_head_sae(tiny_llama_adapter.spec, "z", [1], [0, 1, 2, 3, 3])
+    with torch.no_grad():
+        sae.coder.W_enc.copy_(sae.W_dec.T)  # feature i reads head heads_of[i] only
+        sae.coder.b_enc.fill_(-1e-3)
+    tokens = tiny_llama_adapter.to_tokens("When Mary and John went to the store, John gave a drink")
+    shares = dfa_head_shares(tiny_llama_adapter, sae, tokens)
+    assert shares.shape == (5, 4)
+    fired = shares.sum(-1) > 0
+    assert fired.any()
+    for f, h in enumerate([0, 1, 2, 3, 3]):
+        if fired[f]:
+            assert shares[f, h] > 0.999

@@ -9,7 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-from cells import attention_output_saes, attention_patterns, qk_from_scratch, qk_pairs
+from cells import (
+    attention_output_saes,
+    attention_patterns,
+    head_loadings,
+    qk_from_scratch,
+    qk_pairs,
+)
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
@@ -36,6 +42,7 @@ def main() -> None:
     build(qk_pairs.CELLS, HERE / "02_qk_pairs.ipynb")
     build(qk_from_scratch.CELLS, HERE / "03_qk_transcoders_from_scratch.ipynb")
     build(attention_output_saes.CELLS, HERE / "04_attention_output_saes.ipynb")
+    build(head_loadings.CELLS, HERE / "05_head_loadings.ipynb")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from attnviz.analysis.sae_examples import SAEFeatureActivations
     from attnviz.dictionaries.sae import SAE
 
-__all__ = ["HeadLoadingAnalysis", "analyse_head_loadings", "cluster_heads", "cluster_tokens"]
+__all__ = [
+    "HeadLoadingAnalysis",
+    "analyse_head_loadings",
+    "cluster_heads",
+    "cluster_tokens",
+    "default_k",
+    "dfa_head_shares",
+]
 
 LIVE_DENSITY = 1e-5
 """A feature is live when it fires on at least this fraction of the held-out tokens."""
@@ -54,7 +61,7 @@ class HeadLoadingAnalysis:
     clustering: Clustering
     """At the chosen k."""
     fit: PowerLawFit | None
-    """Rank-size power law of the cluster sizes at the chosen k (None with < 2 clusters)."""
+    """Rank-size power law of the cluster sizes at the chosen k (None with < 5 clusters)."""
     null_clustering: Clustering
     null_fit: PowerLawFit | None
     map_2d: np.ndarray
@@ -106,8 +113,21 @@ def _pca_2d(x: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return comps, (var[0], var[1])
 
 
+MIN_FIT_CLUSTERS = 5
+"""Fewer clusters than this give no power-law fit (two points always lie on a line)."""
+MIN_DEFAULT_K = 4
+"""The default k is looked for from here up: below it, k-means on a simplex splits trivially."""
+
+
 def _safe_fit(c: Clustering) -> PowerLawFit | None:
-    return fit_power_law(c.sizes) if (c.sizes > 0).sum() >= 2 else None
+    return fit_power_law(c.sizes) if (c.sizes > 0).sum() >= MIN_FIT_CLUSTERS else None
+
+
+def default_k(sweep: pd.DataFrame) -> int:
+    """The k of best silhouette, from 4 up where the sweep reaches it (the null's silhouette at
+    that k is what to read it against)."""
+    pool = sweep[sweep.k >= min(MIN_DEFAULT_K, int(sweep.k.max()))]
+    return int(pool.loc[pool.silhouette.idxmax(), "k"])
 
 
 def analyse_head_loadings(
@@ -121,7 +141,7 @@ def analyse_head_loadings(
     progress=None,
 ) -> HeadLoadingAnalysis:
     """k-means of the live features' normalised head loadings over `ks` (and on the shuffled
-    null), with the clustering and power-law fits at `k` (default: the k of best silhouette).
+    null), with the clustering and power-law fits at `k` (default: default_k of the sweep).
 
     density: each feature's firing frequency on held-out text [d_sae] (live = >= 1e-5); without
     it every feature is clustered, and the notes say so. loadings: e.g. v loadings expanded to
@@ -155,8 +175,10 @@ def analyse_head_loadings(
     )  # fmt: skip
     sweep = real.assign(null_inertia=nulls.inertia, null_silhouette=nulls.silhouette)
     if k is None:
-        k = int(sweep.loc[sweep.silhouette.idxmax(), "k"]) if len(sweep) else 1
-        notes.append(f"k = {k}: the best silhouette over k = {ks[0]}..{ks[-1]}")
+        if not len(sweep):
+            raise ValueError(f"no k in {list(ks)} fits {len(features)} live features")
+        k = default_k(sweep)
+        notes.append(f"k = {k}: the best silhouette over k = {max(ks[0], MIN_DEFAULT_K)}..{ks[-1]}")
     chosen = by_k.get(k) or kmeans(x, k, seed, n_init)
     null_chosen = null_by_k.get(k) or kmeans(null, k, seed, n_init)
     map_2d, explained = _pca_2d(x)
@@ -225,3 +247,29 @@ def cluster_heads(
         else [f"L{layer} H{h}" for layer in c.layers for h in range(n_heads)]
     )
     return pd.DataFrame(rows, index=pd.Index(index, name="feature"), columns=cols)
+
+
+@torch.no_grad()
+def dfa_head_shares(adapter, sae: SAE, tokens: Tensor, min_activation: float = 0.0) -> Tensor:
+    """For a z SAE: the share of each feature's |DFA| that comes through each head, over every
+    (context, position) where the feature is active in `tokens` [contexts, n], weighted by its
+    activation there: [d_sae, n_heads] (rows of features that never fire are zero). BOS left out."""
+    from attnviz.data.contexts import token_batch
+
+    c = sae.cfg
+    if c.site != "z" or len(c.layers) != 1:
+        raise ValueError(f"dfa_head_shares reads a one-layer z SAE, not {c.site} of {c.layers}")
+    tokens = token_batch(tokens)
+    total = torch.zeros(c.d_sae, adapter.spec.n_heads)
+    for row in tokens.split(1):
+        acts = adapter.attention(row, c.layer, ["pattern", "v", "z"])
+        f = sae.encode(acts.z[0].flatten(-2).to(sae.W_enc)).float().cpu()
+        for t in range(1, row.shape[1]):
+            active = (f[t] > min_activation).nonzero(as_tuple=True)[0]
+            if not len(active):
+                continue
+            dfa = feature_attribution(sae, acts.pattern[0], acts.v[0], t, active)
+            per_head = dfa.cells.abs().sum(-1).cpu()  # [F, heads]
+            share = per_head / per_head.sum(-1, keepdim=True).clamp_min(1e-12)
+            total[active] += share * f[t, active, None]
+    return total / total.sum(-1, keepdim=True).clamp_min(1e-12)
