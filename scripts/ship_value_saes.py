@@ -80,10 +80,13 @@ def main() -> None:
             out_dir=work / f"store-L{layer}",
             fields=("z", "v"),
             dtype="float16",
-        )  # fmt: skip
+        )
         for layer in layers
     ]
-    runs = [(f"v-sae-L{layer}", V_SAE, store, why[layer]) for layer, store in zip(layers, stores)]
+    runs = [
+        (f"v-sae-L{layer}", V_SAE, store, why[layer])
+        for layer, store in zip(layers, stores, strict=True)
+    ]
     both = "; ".join(f"layer {layer}: {why[layer]}" for layer in layers)
     runs.append((f"v-sae-L{layers[0]}+L{layers[1]}", TWO_LAYER_V_SAE, StackedStore(stores), both))
     for name, cfg, store, because in runs:
