@@ -106,8 +106,10 @@ def test_dfa_cells_add_up_to_the_pre_activation(tiny_llama_adapter, contexts):
     np.testing.assert_allclose(d["by_head"], ref.by_head[0].numpy(), atol=1e-5)
     # exactly one head carries a feature that reads one of its coordinates
     assert np.count_nonzero(np.abs(cells).sum(1) > 1e-9) == 1
-    info = view.feature_info
-    assert info["feature"] == feature and 0 <= info["density"] <= 1
+    # the examples need the model: a trait write leaves them to the `examples` request
+    assert view.feature_info == {}
+    info = view.select(dest, feature) and view.feature_info
+    assert info["feature"] == feature and info["layer"] == LAYER and 0 <= info["density"] <= 1
     assert info["n_tokens"] == 3 * 11  # BOS left out
     # another token keeps the feature and redoes its DFA there
     view.dest = 3
@@ -205,3 +207,128 @@ def test_an_edge_without_an_sae_says_how_to_get_one(tiny_llama_adapter):
     assert view.decomposition["rows"]  # the QK half still stands
     view.follow = {"feature": 3}
     assert "no FeatureAttribution is linked" in view.error
+
+
+class Sent(list):
+    """Stands in for widget.send: every message the widget sends, in order."""
+
+    def __call__(self, content, buffers=None):
+        self.append(content)
+
+    def final(self, rid: str) -> dict:
+        (reply,) = [m for m in self if m.get("id") == rid and m["kind"] != "progress"]
+        return reply
+
+
+def ask(view, rid: str, **args) -> None:
+    msg = {"kind": "request", "id": rid, "method": "examples", "args": args}
+    view.requests.on_message(view, msg, [])
+    view.requests.wait(60)
+
+
+def test_examples_are_a_request_with_progress_and_cancel(tiny_llama_adapter, sae, contexts):
+    many = contexts.repeat(3, 1)  # 9 contexts: 3 forward passes of EXAMPLE_BATCH = 4
+    view = FeatureAttribution(tiny_llama_adapter, TEXT, sae=sae, examples_from=many)
+    view.send = sent = Sent()
+    dest = len(view.tokens) - 1
+    view.dest = dest
+    feature = view.features["rows"][0]["feature"]
+    view.feature = feature  # what a click does: the DFA at once, the examples left to a request
+    assert view.dfa["feature"] == feature and view.feature_info == {}
+    ask(view, "bad", feature=10_000, layer=LAYER)
+    assert "out of range" in sent.final("bad")["message"]
+    assert view.feature_info == {} and view._libraries == {}
+    ask(view, "r1", feature=feature, layer=LAYER)
+    assert sent.final("r1") == {"kind": "answer", "id": "r1", "buffer_paths": [],
+                                "value": {"feature": feature, "layer": LAYER}}  # fmt: skip
+    steps = [m for m in sent if m.get("id") == "r1" and m["kind"] == "progress"]
+    assert steps[-1]["done"] == steps[-1]["total"] == 3 and len(steps) >= 1
+    info = view.feature_info
+    assert info["feature"] == feature and info["n_tokens"] == 9 * 11
+    library = SAEFeatureActivations(tiny_llama_adapter, sae, many)
+    assert info["density"] == pytest.approx(float(library.density()[feature]))
+    assert [e["activation"] for e in info["examples"]] == pytest.approx(
+        library.examples(feature, k=8, window=10)["activation"].tolist(), rel=1e-3
+    )
+    # the next feature of the layer comes with its DFA: the search is not run again
+    other = view.features["rows"][1]["feature"]
+    view.feature = other
+    assert view.feature_info["feature"] == other and view.error == ""
+    # an answer for a feature no longer shown does not overwrite the one shown
+    ask(view, "late", feature=feature, layer=LAYER)
+    assert sent.final("late")["kind"] == "answer" and view.feature_info["feature"] == other
+    view.requests.close()
+
+
+def test_a_cancelled_search_stops_between_forward_passes(
+    tiny_llama_adapter, sae, contexts, monkeypatch
+):
+    view = FeatureAttribution(
+        tiny_llama_adapter, TEXT, sae=sae, examples_from=contexts.repeat(4, 1)
+    )
+    view.send = sent = Sent()
+    passes = []
+    real = tiny_llama_adapter.attention
+
+    def attention(*args, **kwargs):
+        passes.append(1)
+        if len(passes) == 1:  # the user cancels while the first pass runs
+            view.requests.on_message(view, {"kind": "cancel", "id": "c"}, [])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_llama_adapter, "attention", attention)
+    ask(view, "c", feature=3, layer=LAYER)
+    assert sent.final("c") == {"kind": "cancelled", "id": "c"}
+    assert len(passes) == 1 and view._libraries == {}  # 3 passes were due; nothing half-built kept
+    view.requests.close()
+
+
+def test_a_new_layer_keeps_the_token_and_lists_that_layers_features(
+    tiny_llama_adapter, sae, contexts
+):
+    saes = [exact_sae(tiny_llama_adapter.spec, layer=0), sae]
+    view = FeatureAttribution(tiny_llama_adapter, TEXT, sae=saes, examples_from=contexts)
+    assert view.layers == [0, 1] and view.layer == 0
+    dest = len(view.tokens) - 2
+    view.select(dest, view.select(dest)["rows"][0]["feature"])
+    at0 = view.features
+    assert view.feature_info["layer"] == 0
+    view.layer = 1
+    _, _, f = reference(tiny_llama_adapter, sae, TEXT, dest)
+    got = view.features
+    assert view.error == "" and view.dest == dest and got["layer"] == 1
+    assert [r["feature"] for r in got["rows"]] == f.argsort(descending=True)[
+        : len(got["rows"])
+    ].tolist()
+    assert got["rows"] != at0["rows"] and "hook_z of layer 1" in view.dictionary
+    assert view.feature == -1 and view.dfa == {} and view.feature_info == {}
+    view.feature = got["rows"][0]["feature"]
+    d = view.dfa
+    assert d["layer"] == 1 and decode_array(d["cells"]).sum() + d["remainder"] == pytest.approx(
+        d["pre_activation"], abs=1e-4
+    )
+    view.layer = 0  # back: the same features as before at the same token
+    assert view.features == at0 and view.dest == dest
+
+
+def test_pair_explorer_reads_the_linked_widgets_saes(tiny_llama_adapter, sae):
+    fa = FeatureAttribution(tiny_llama_adapter, TEXT, sae=sae)
+    pe = PairExplorer(tiny_llama_adapter, TEXT, qk=make_qk(tiny_llama_adapter.spec, layer=LAYER),
+                      attribution=fa)  # fmt: skip
+    assert fa.saes.layers == [LAYER] and pe._sae_set() is fa.saes
+    assert fa.saes.get(LAYER) is sae
+
+
+@pytest.mark.slow
+def test_png_of_the_dfa_and_of_the_features(tiny_llama_adapter, sae, contexts, tmp_path):
+    """Through plotly, kaleido and Debian chromium, as the other widgets' to_png."""
+    view = FeatureAttribution(tiny_llama_adapter, TEXT, sae=sae, examples_from=contexts)
+    view.select(len(view.tokens) - 1)
+    bars = view.to_png(tmp_path / "features.png", scale=1).read_bytes()
+    view.feature = view.features["rows"][0]["feature"]
+    data = view.to_png(tmp_path / "dfa.png", scale=2).read_bytes()
+    for png in (bars, data):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR" and len(png) > 10_000
+    size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert size == (1400, 1000)  # plotly's default 700 x 500 figure at scale 2
+    assert bars != data

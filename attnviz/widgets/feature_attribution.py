@@ -7,11 +7,18 @@ activation, each with its decoder's share per head. Click a feature: its direct 
 attribution (Kissane et al. 2024) as a heads x source-positions heatmap whose cells and bias
 remainder add up to the feature's pre-activation, the prompt's source tokens shaded by their
 total contribution, and the feature's max-activating held-out contexts and firing density.
+
+Clicks are answered at once from activations the kernel keeps. The examples need the held-out
+contexts run through the model once per layer (tens of seconds on a CPU), so the browser asks for
+them as a request (``examples``: progress bar, cancel); ``select`` does it all synchronously.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import threading
+from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import torch
 import traitlets
@@ -26,12 +33,49 @@ from attnviz.models.adapter import ModelAdapter
 from attnviz.widgets.arrays import encode_array
 from attnviz.widgets.base import PromptWidget
 from attnviz.widgets.feature_panel import density_payload, examples_payload
+from attnviz.widgets.requests import Job, handles
 from attnviz.widgets.saes import SAEInput, SAESet, describe_sae
 
 __all__ = ["FeatureAttribution"]
 
 EXAMPLE_CONTEXTS = 32
 """Held-out pydocs contexts searched for a feature's max-activating examples."""
+EXAMPLE_BATCH = 4
+"""Contexts per forward pass of the example search (one progress step each)."""
+
+_LOCKS: WeakKeyDictionary[Any, threading.RLock] = WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """One lock per model: forward passes add hooks to shared modules, so the example search
+    (a request's worker thread) and a recomputation (the kernel's thread) take turns."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+class _Reporting:
+    """The model as the example search sees it: each forward pass takes the model's lock and is
+    one progress step of `job`, which may be cancelled between them."""
+
+    def __init__(self, model: ModelAdapter, job: Job | None, total: int) -> None:
+        self._model, self._job, self._total, self._done = model, job, total, 0
+
+    def attention(self, *args: Any, **kwargs: Any) -> Any:
+        if self._job is not None:
+            self._job.check()
+        with model_lock(self._model):
+            out = self._model.attention(*args, **kwargs)
+        self._done += 1
+        if self._job is not None:
+            self._job.progress(self._done, self._total, "held-out contexts through the model")
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
 
 
 class FeatureAttribution(PromptWidget):
@@ -39,9 +83,11 @@ class FeatureAttribution(PromptWidget):
 
     Traits (synced, besides PromptWidget's): dictionary (one line on the SAE), dest (the
     destination token, -1: none), feature (-1: none), top (features listed), features ({dest,
-    token, n_active, rows: [{feature, activation, pre_activation, heads}]}), dfa ({feature,
-    dest, cells: float32 wire array [heads, dest + 1], remainder, pre_activation, activation,
-    by_head}) and feature_info (its held-out examples and density)."""
+    token, n_active, layer, rows: [{feature, activation, pre_activation, heads}]}), dfa
+    ({feature, dest, layer, cells: float32 wire array [heads, dest + 1], remainder,
+    pre_activation, activation, by_head}) and feature_info (its held-out examples and density;
+    {} until found). A new layer keeps the token and lists that layer's features there; a new
+    prompt clears the selection."""
 
     BUNDLE = "feature_attribution"
 
@@ -66,10 +112,16 @@ class FeatureAttribution(PromptWidget):
         self._libraries: dict[int, SAEFeatureActivations] = {}
         self._shares: dict[int, Tensor] = {}
         self._acts: dict[str, Tensor] = {}
+        self._ids: Tensor | None = None  # the token ids the activations are of
         self._sae: SAE | None = None
         super().__init__(model, prompt, layer, **kwargs)
         if dest is not None:
             self.select(dest, feature)
+
+    @property
+    def saes(self) -> SAESet:
+        """The widget's SAEs by layer (a linked PairExplorer reads the same ones)."""
+        return self._saes
 
     # ---- what the base class asks for ---------------------------------------------------------
 
@@ -78,25 +130,38 @@ class FeatureAttribution(PromptWidget):
 
     def sae_for(self, layer: int) -> SAE:
         """The layer's SAE, checked on the model (errors name the fix)."""
-        return self._saes.get(layer)
+        with model_lock(self._model):
+            return self._saes.get(layer)
 
     def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         sae = self.sae_for(layer)
-        acts = self._model.attention(tokens, layer, ["pattern", "v", "z"])
+        with model_lock(self._model):
+            acts = self._model.attention(tokens, layer, ["pattern", "v", "z"])
         keep = torch.float32 if tokens.shape[1] <= self._max_size else torch.float16
         # Long prompts keep the pattern at half precision (9 x 2048 x 2048 is 150 MB in float32);
         # z stays float32 so the pre-activations shown are the SAE's own.
         assert acts.pattern is not None and acts.v is not None and acts.z is not None
+        same_prompt = self._ids is not None and torch.equal(self._ids, tokens.cpu())
+        same_sae = same_prompt and self._sae is sae
         self._acts = {
             "pattern": acts.pattern[0].detach().to("cpu", keep),
             "v": acts.v[0].detach().float().cpu(),
             "z": acts.z[0].detach().float().cpu(),
         }
-        self._sae = sae
-        clear = {"dest": -1, "feature": -1, "features": {}, "dfa": {}}
+        self._ids, self._sae = tokens.detach().cpu(), sae
+        # The same tokens at another layer: the clicked token stays and shows this layer's
+        # features; a feature id means another feature in another SAE, so it goes.
+        dest = self.dest if same_prompt and 0 <= self.dest < tokens.shape[1] else -1
+        feature = self.feature if same_sae and dest >= 0 else -1
+        updates: dict[str, Any] = {"dictionary": describe_sae(sae), "dest": dest,
+                                   "feature": feature, "features": {}, "dfa": {}}  # fmt: skip
+        if dest >= 0:
+            updates["features"] = self._features_at(dest)
+        if feature >= 0:
+            updates["dfa"] = self._dfa_at(dest, feature)
         if self.feature_info.get("layer") != layer:
-            clear["feature_info"] = {}
-        return {}, {"dictionary": describe_sae(sae), **clear}
+            updates["feature_info"] = {}
+        return {}, updates
 
     def publish(self, encoded: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {}  # no pattern panels: the front-end draws tokens and the DFA
@@ -124,13 +189,66 @@ class FeatureAttribution(PromptWidget):
         finally:
             self.busy = False
 
+    @handles("examples")
+    def _examples_request(self, job: Job, feature: int, layer: int) -> dict[str, Any]:
+        """The browser's ask for a feature's held-out examples and density: shown in
+        feature_info if the feature is still the one shown; answers with which it found."""
+        info = self.feature_examples(int(feature), int(layer), job=job)
+        if self.feature == info["feature"] and self.dfa.get("layer") == info["layer"]:
+            self.feature_info = info
+        return {"feature": info["feature"], "layer": info["layer"]}
+
     # ---- the work, callable from Python too ---------------------------------------------------
 
     def select(self, dest: int, feature: int | None = None) -> dict[str, Any]:
-        """Show the features at token `dest` (and `feature`'s DFA there); returns the DFA, or
-        the features when no feature is given."""
+        """Show the features at token `dest` and, given `feature`, its DFA there and its held-out
+        examples (found now if need be); returns the DFA, or the features when no feature is
+        given."""
         self._show_dest(dest, feature)
-        return self.dfa if feature is not None else self.features
+        if feature is None:
+            return self.features
+        layer = self._current().cfg.layer
+        if (self.feature_info.get("feature"), self.feature_info.get("layer")) != (feature, layer):
+            self.feature_info = self.feature_examples(int(feature), layer)
+        return self.dfa
+
+    def feature_examples(
+        self, feature: int, layer: int | None = None, job: Job | None = None
+    ) -> dict[str, Any]:
+        """`feature`'s max-activating held-out contexts and firing density (the feature_info
+        payload) for `layer`'s SAE (default: the layer shown). The first call per layer runs the
+        held-out contexts through the model (with `job`: its progress, stopped on a cancel)."""
+        layer = self.layer if layer is None else int(layer)
+        sae = self.sae_for(layer)
+        if not 0 <= feature < sae.cfg.d_sae:
+            raise ValueError(
+                f"feature {feature} is out of range: this SAE has features 0-{sae.cfg.d_sae - 1}"
+            )
+        library = self._library(sae, job)
+        return {
+            "feature": int(feature),
+            "layer": layer,
+            "n_tokens": library.n_tokens,
+            "examples": examples_payload(library.examples(feature, k=8, window=10)),
+            **density_payload(library.density(), feature),
+        }
+
+    def _library(self, sae: SAE, job: Job | None = None) -> SAEFeatureActivations:
+        layer = sae.cfg.layer
+        library = self._libraries.get(layer)
+        if library is not None and library.sae is sae:
+            return library
+        tokens = self._examples_from
+        if tokens is None:
+            from attnviz.dictionaries.pretrained import held_out_contexts
+
+            tokens = self._examples_from = held_out_contexts(self._model, EXAMPLE_CONTEXTS)
+        passes = math.ceil(tokens.shape[0] / EXAMPLE_BATCH) * len(sae.cfg.layers)
+        reader = cast(ModelAdapter, _Reporting(self._model, job, passes))
+        library = SAEFeatureActivations(reader, sae, tokens, batch_size=EXAMPLE_BATCH)
+        library.adapter = self._model  # later look-ups (token strings) need no reporting
+        self._libraries[layer] = library
+        return library
 
     def _current(self) -> SAE:
         if self._sae is None or not self._acts:
@@ -138,7 +256,7 @@ class FeatureAttribution(PromptWidget):
         return self._sae
 
     def _check_dest(self, dest: int) -> int:
-        n = len(self.tokens)
+        n = len(self._acts["z"]) if self._acts else len(self.tokens)
         if not 0 <= dest < n:
             raise ValueError(f"token {dest} is out of range: this prompt has tokens 0-{n - 1}")
         return int(dest)
@@ -149,7 +267,8 @@ class FeatureAttribution(PromptWidget):
         with torch.no_grad():
             return sae.pre_activation(z).float().cpu()
 
-    def _show_dest(self, dest: int, feature: int | None = None) -> None:
+    def _features_at(self, dest: int) -> dict[str, Any]:
+        """The features trait: the SAE features active at token `dest`, by activation."""
         sae, dest = self._current(), self._check_dest(dest)
         layer = sae.cfg.layer
         if layer not in self._shares:
@@ -168,31 +287,26 @@ class FeatureAttribution(PromptWidget):
             }
             for i in ranked
         ]
-        features = {"dest": dest, "token": self.tokens[dest], "n_active": int(active.numel()),
-                    "layer": layer, "rows": rows}  # fmt: skip
-        with self.hold_sync():
-            self._quietly("dest", dest)
-            self.features = features
-            if feature is not None:
-                self._quietly("feature", int(feature))
-            if self.feature >= 0:
-                self._show_feature(self.feature)
-            else:
-                self.dfa = {}
+        assert self._ids is not None
+        token = self._model.to_str_tokens(self._ids[0, dest : dest + 1])[0]
+        return {"dest": dest, "token": token, "n_active": int(active.numel()), "layer": layer,
+                "rows": rows}  # fmt: skip
 
-    def _show_feature(self, feature: int) -> None:
-        sae, dest = self._current(), self._check_dest(self.dest)
+    def _dfa_at(self, dest: int, feature: int) -> dict[str, Any]:
+        """The dfa trait: `feature`'s direct attribution at token `dest`."""
+        sae, dest = self._current(), self._check_dest(dest)
         if not 0 <= feature < sae.cfg.d_sae:
             raise ValueError(
                 f"feature {feature} is out of range: this SAE has features 0-{sae.cfg.d_sae - 1}"
             )
-        pattern, v = self._acts["pattern"].float(), self._acts["v"]
-        fa = feature_attribution(sae, pattern, v, dest, [feature])
+        # Only the destination's row of the pattern counts (a 2048-token pattern is 150 MB).
+        row = self._acts["pattern"][:, dest : dest + 1].float()
+        fa = feature_attribution(sae, row, self._acts["v"], 0, [feature])
         pre = self._pre(dest)  # the SAE's own pre-activation, not the cells' sum
         with torch.no_grad():
             act = float(sae.activation(pre.to(sae.W_enc.device)).cpu()[feature])
         cells = fa.cells[0, :, : dest + 1].cpu()
-        self.dfa = {
+        return {
             "feature": int(feature),
             "dest": dest,
             "layer": sae.cfg.layer,
@@ -202,28 +316,32 @@ class FeatureAttribution(PromptWidget):
             "activation": act,
             "by_head": [float(x) for x in fa.by_head[0]],
         }
-        if self.feature_info.get("feature") != feature or self.feature_info.get("layer") != (
-            sae.cfg.layer
-        ):
-            self.feature_info = self._feature_info(sae, feature)
 
-    def _feature_info(self, sae: SAE, feature: int) -> dict[str, Any]:
-        layer = sae.cfg.layer
-        if layer not in self._libraries:
-            tokens = self._examples_from
-            if tokens is None:
-                from attnviz.dictionaries.pretrained import held_out_contexts
+    def _show_dest(self, dest: int, feature: int | None = None) -> None:
+        features = self._features_at(dest)
+        with self.hold_sync():
+            self._quietly("dest", features["dest"])
+            self.features = features
+            if feature is not None:
+                self._quietly("feature", int(feature))
+            if self.feature >= 0:
+                self._show_feature(self.feature)
+            else:
+                self.dfa = {}
 
-                tokens = held_out_contexts(self._model, EXAMPLE_CONTEXTS)
-            self._libraries[layer] = SAEFeatureActivations(self._model, sae, tokens)
-        library = self._libraries[layer]
-        return {
-            "feature": int(feature),
-            "layer": layer,
-            "n_tokens": library.n_tokens,
-            "examples": examples_payload(library.examples(feature, k=8, window=10)),
-            **density_payload(library.density(), feature),
-        }
+    def _show_feature(self, feature: int) -> None:
+        """The DFA at once; the examples too if this layer's are at hand, else feature_info is
+        cleared and the front-end asks for them (the ``examples`` request)."""
+        dfa = self._dfa_at(self.dest, feature)
+        layer = dfa["layer"]
+        info = self.feature_info
+        if (info.get("feature"), info.get("layer")) != (feature, layer):
+            library = self._libraries.get(layer)
+            cached = library is not None and library.sae is self._sae
+            info = self.feature_examples(feature, layer) if cached else {}
+        with self.hold_sync():  # one message: the front-end asks only when it must
+            self.dfa = dfa
+            self.feature_info = info
 
     # ---- the rest -----------------------------------------------------------------------------
 

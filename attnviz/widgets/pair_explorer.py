@@ -211,7 +211,7 @@ class PairExplorer(QKWidget):
 
     def _sae_set(self) -> SAESet:
         if self._attribution is not None and self._saes is None:
-            return self._attribution._saes
+            return self._attribution.saes
         assert self._saes is not None
         return self._saes
 

@@ -69,3 +69,75 @@ def test_saved_widget_state_renders_without_a_kernel(lab, browser, screenshots):
         )
     finally:
         context.close()
+
+
+FA_NOTEBOOK = "saved_state_fa.ipynb"
+FA_CELLS = [
+    "import attnviz\n"
+    "from attnviz.dictionaries.pretrained import held_out_contexts\n"
+    "from attnviz.widgets.feature_attribution import FeatureAttribution\n"
+    "model = attnviz.load_model()\n"
+    "fa = FeatureAttribution(model, 'When Mary and John went to the store, John gave a drink to',\n"
+    "                        layer=2, examples_from=held_out_contexts(model, 8))\n"
+    "dest = len(fa.tokens) - 1\n"
+    "fa.select(dest, fa.select(dest)['rows'][1]['feature'])\n"
+    "fa",
+]
+FA_SHOWN = """root => ({
+    features: [...root.querySelectorAll('[data-testid="feature-row"]')]
+        .map((r) => [r.dataset.feature, r.dataset.activation]),
+    pressed: root.querySelector('button[aria-pressed="true"]')?.dataset.testid,
+    numbers: ["pre-activation", "cell-sum", "remainder"]
+        .map((id) => Number(root.querySelector(`[data-testid="${id}"]`).dataset.value)),
+    heatmap: root.querySelector('[data-testid="dfa-heatmap"]').toDataURL(),
+    shading: [...root.querySelectorAll('[data-testid="token"]')].map((t) => t.dataset.contribution),
+    examples: root.querySelectorAll('[data-testid="example"]').length,
+    panel: root.querySelector('[data-testid="feature-panel"]')?.dataset.feature,
+})"""
+
+
+def test_saved_feature_attribution_renders_its_features_and_dfa_without_a_kernel(
+    lab, browser, screenshots
+):
+    lab.write_notebook(FA_NOTEBOOK, FA_CELLS)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        open_and_run(lab, page, FA_NOTEBOOK)
+        root = page.get_by_test_id("feature-attribution")
+        root.get_by_test_id("feature-panel").wait_for(timeout=240_000)
+        live = root.evaluate(FA_SHOWN)
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 30
+        while "widgets" not in json.loads((lab.root / FA_NOTEBOOK).read_text())["metadata"]:
+            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
+            time.sleep(0.5)
+        ran = {k["id"] for k in lab.api("GET", "/api/kernels") or []}
+        for session in lab.api("GET", "/api/sessions") or []:  # the kernel that ran it is gone
+            lab.api("DELETE", f"/api/sessions/{session['id']}")
+    finally:
+        context.close()
+    assert len(live["features"]) > 1 and live["panel"] == live["pressed"].split("-")[1]
+    pre, cells, remainder = live["numbers"]
+    assert cells + remainder == pytest.approx(pre, abs=1e-3)
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(lab.notebook_url(FA_NOTEBOOK))
+        root = page.get_by_test_id("feature-attribution")
+        root.get_by_test_id("dfa-heatmap").wait_for(timeout=90_000)
+        assert not ran & {k["id"] for k in lab.api("GET", "/api/kernels") or []}
+        assert root.evaluate(FA_SHOWN) == live  # features, DFA pixels, numbers, shading, examples
+        assert root.get_by_test_id("examples-pending").count() == 0  # nothing asked of a kernel
+        # hover is the browser's own: it works with no kernel
+        canvas = root.get_by_test_id("dfa-heatmap")
+        b = canvas.bounding_box()
+        canvas.hover(position={"x": b["width"] - 2, "y": 3.5 * b["height"] / 9})
+        tip = root.get_by_test_id("tooltip")
+        tip.wait_for(state="visible", timeout=5_000)
+        assert tip.text_content().startswith("head 3\n")
+        assert tip.get_attribute("data-source") == str(len(live["shading"]) - 1)
+        page.screenshot(path=str(screenshots / "saved_state_feature_attribution.png"))
+    finally:
+        context.close()

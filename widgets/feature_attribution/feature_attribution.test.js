@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { decodeArray } from "../shared/arrays.js";
-import { cellLines, columnSums, contributionColor, MAX_COLS, poolColumns, rowSums, sumCells } from "./index.js";
+import { cellLines, columnSums, contributionColor, examplesWanted, MAX_COLS, poolColumns, rowSums, sumCells } from "./index.js";
 import { CELLS, mockState } from "./mock.js";
 
 test("the mock's DFA cells, decoded from the wire, add up to its pre-activation", () => {
@@ -35,4 +35,13 @@ test("shading and hover text", () => {
   assert.deepEqual(cellLines(tokens, 1, 3, 4, 1.5), ["head 1", 'source 3: " C"', "contribution +1.5000"]);
   assert.match(cellLines(tokens, 0, 2, 5, -0.25)[1], /^sources 2–4: /);
   assert.equal(CELLS.length, 3);
+});
+
+test("examples are asked for only when feature_info is not the shown feature's", () => {
+  const { dfa, feature_info: info } = mockState();
+  assert.equal(examplesWanted(dfa, info), null); // the mock's match
+  assert.deepEqual(examplesWanted(dfa, {}), { feature: 7, layer: 3 });
+  assert.deepEqual(examplesWanted(dfa, { ...info, layer: 5 }), { feature: 7, layer: 3 }); // same id, another SAE
+  assert.deepEqual(examplesWanted({ ...dfa, feature: 2 }, info), { feature: 2, layer: 3 });
+  assert.equal(examplesWanted({}, {}), null); // no feature shown
 });

@@ -5,7 +5,9 @@
 // Traits read: prompt, layer, layers, tokens, error, busy, dictionary, dest, feature, features,
 // dfa ({cells: float32 [heads, dest + 1], remainder, pre_activation, ...}), feature_info.
 // Traits written: prompt, layer (the prompt view), dest (a token click), feature (a feature
-// click); the kernel answers with features, dfa and feature_info.
+// click); the kernel answers with features and dfa at once. A feature's held-out examples take
+// the model (tens of seconds the first time per layer), so when feature_info is not the shown
+// feature's, they are asked for as the request "examples" (progress bar, cancel), which sets it.
 
 import { decodeArray } from "../shared/arrays.js";
 import { el, textEl } from "../shared/controls.js";
@@ -55,6 +57,13 @@ export function contributionColor(value, bound) {
   if (!(bound > 0) || !Number.isFinite(value) || value === 0) return "transparent";
   const [r, g, b] = divergingColor(0.5 + 0.5 * Math.max(-1, Math.min(1, value / bound)));
   return `rgb(${r}, ${g}, ${b})`;
+}
+
+/** The feature whose examples to ask for: the DFA's, when feature_info is not already its. */
+export function examplesWanted(dfa, info) {
+  if (dfa?.feature === undefined || dfa.feature < 0) return null;
+  if (info?.feature === dfa.feature && info?.layer === dfa.layer) return null;
+  return { feature: dfa.feature, layer: dfa.layer };
 }
 
 /** Tooltip lines of DFA cell (head, sources start..end-1). */
@@ -137,7 +146,8 @@ function render({ model, el: host }) {
       const span = textEl("span", "av-tok", displayToken(token, 40), { "data-testid": "token", "data-index": String(i) });
       span.title = `${i}: ${token}`;
       span.addEventListener("click", () => {
-        if (!frame.isStatic) frame.write({ dest: i });
+        // the same token again would change no trait, and "computing…" would wait for nothing
+        if (!frame.isStatic && i !== Number(model.get("dest"))) frame.write({ dest: i });
       });
       return span;
     });
@@ -160,7 +170,24 @@ function render({ model, el: host }) {
   }
 
   function onFeature(f) {
-    frame.write({ feature: f });
+    if (f !== Number(model.get("feature"))) frame.write({ feature: f });
+  }
+
+  let asked = ""; // the examples request in flight ("layer:feature"), so each is asked once
+  let stopped = ""; // the last one cancelled or failed: asked again only on a click
+  function askExamples(clicked = false) {
+    const want = examplesWanted(model.get("dfa"), model.get("feature_info"));
+    if (!want || frame.isStatic) return;
+    const key = `${want.layer}:${want.feature}`;
+    if (asked === key || (stopped === key && !clicked)) return;
+    stopped = "";
+    asked = key;
+    renderInfo();
+    frame.call("examples", want, { label: "max-activating examples" }).then((outcome) => {
+      if (asked === key) asked = "";
+      if (outcome.status !== "answer") stopped = key;
+      renderInfo();
+    });
   }
 
   function renderFeatures() {
@@ -234,8 +261,22 @@ function render({ model, el: host }) {
   function renderInfo() {
     const info = model.get("feature_info") ?? {};
     infoBox.replaceChildren();
+    const want = examplesWanted(model.get("dfa"), info);
+    if (want) {
+      const pending = textEl("div", "av-note", "", { "data-testid": "examples-pending" });
+      if (asked) pending.textContent = `feature ${want.feature}: finding its max-activating held-out contexts…`;
+      else if (frame.isStatic) pending.textContent = `feature ${want.feature}: its held-out examples need the notebook's kernel.`;
+      else {
+        // after a cancel or an error: asked again on a click, not by itself
+        const again = textEl("button", "av-go", `find feature ${want.feature}'s max-activating held-out contexts`, { type: "button", "data-testid": "find-examples" });
+        again.addEventListener("click", () => askExamples(true));
+        pending.append(again);
+      }
+      infoBox.append(pending);
+      return;
+    }
     if (info.feature === undefined) return;
-    const box = el("div", "", { "data-testid": "feature-panel", "data-feature": String(info.feature) });
+    const box = el("div", "", { "data-testid": "feature-panel", "data-feature": String(info.feature), "data-layer": String(info.layer) });
     const pct = (100 * info.density).toFixed(info.density < 0.01 ? 3 : 1);
     box.append(
       textEl("div", "av-panel-title", `feature ${info.feature} · layer ${info.layer} · held-out text`),
@@ -261,11 +302,14 @@ function render({ model, el: host }) {
       frame.settled();
       renderFeatures();
       renderDfa();
+      renderInfo();
+      askExamples();
       frame.renderStatus();
     },
     "change:feature_info": () => {
       frame.settled();
       renderInfo();
+      askExamples();
       frame.renderStatus();
     },
     "change:dest": () => shadeTokens(decoded()),
@@ -277,6 +321,7 @@ function render({ model, el: host }) {
       renderFeatures();
       renderDfa();
       renderInfo();
+      askExamples();
     },
     head() {},
   });
