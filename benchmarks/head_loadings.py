@@ -36,8 +36,10 @@ def held_out_acts(
     model, tokens: torch.Tensor, layers: set[int]
 ) -> dict[tuple[str, int], torch.Tensor]:
     """z and v of each layer over the held-out contexts, BOS left out: [tokens, width]."""
+    from tqdm.auto import tqdm
+
     out: dict[tuple[str, int], list[torch.Tensor]] = {}
-    for batch in tokens.split(16):
+    for batch in tqdm(tokens.split(16), desc="held-out z and v", unit="batch"):
         for layer in sorted(layers):
             acts = model.attention(batch, layer, ["z", "v"])
             for site in ("z", "v"):

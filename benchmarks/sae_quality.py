@@ -6,7 +6,10 @@ per-layer L0 Kissane et al. (2024) report for GPT-2 small.
 
 Goals (issue): L0 <= 20 with CE recovered >= 80% vs zero ablation, FVU <= 0.2, dead <= 10%.
 
-    .venv/bin/python benchmarks/sae_quality.py [--contexts 800] [--ce-contexts 64]
+    .venv/bin/python benchmarks/sae_quality.py [--contexts 800] [--ce-contexts 64] [--names v-sae-L17 ...]
+
+With --names, only those SAEs are measured and their rows replace the same names' rows in the
+results file (the others are kept as last measured).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument(
         "--ce-contexts", type=int, default=64, help="of those, used for CE (4 passes each)"
     )
+    parser.add_argument("--names", nargs="*", help="measure only these shipped SAEs")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     model = attnviz.load_model()
@@ -48,12 +52,13 @@ def main() -> None:
     for entry in list_pretrained(model.spec.name):
         if entry["architecture"] not in ("standard", "topk", "jumprelu"):
             continue
+        if args.names and entry["name"] not in args.names:
+            continue
         sae = load_dictionary(entry["path"], model=model)
         start = time.perf_counter()
         full = evaluate_sae(model, sae, held.split(16), ce=False)
-        ce = evaluate_sae(
-            model, sae, held[: args.ce_contexts].split(8), ce=sae.cfg.site in SPLICE_SITES
-        )
+        splicable = sae.cfg.site in SPLICE_SITES and len(sae.cfg.layers) == 1
+        ce = evaluate_sae(model, sae, held[: args.ce_contexts].split(8), ce=splicable)
         row = {
             "name": entry["name"], "site": sae.cfg.site, "layer": entry["layer"],
             "d_sae": sae.cfg.d_sae, "architecture": sae.cfg.architecture,
@@ -80,6 +85,9 @@ def main() -> None:
     print(f"Kissane et al. 2024, GPT-2 small hook_z SAE L0 per layer: {PAPER_L0_GPT2_SMALL}")
     print(f"goals: {GOALS}")
     RESULTS.parent.mkdir(exist_ok=True)
+    if args.names and RESULTS.exists():
+        kept = [r for r in json.loads(RESULTS.read_text())["rows"] if r["name"] not in args.names]
+        rows = kept + rows
     record = {
         "model": model.spec.name, "held_out": f"pydocs contexts {SAE_TRAINED_CONTEXTS}..",
         "load_average": os.getloadavg(), "goals": GOALS,

@@ -1,10 +1,13 @@
 """Text sources that yield documents (plain strings) for collecting activations.
 
-Three kinds, all behind `get_corpus(name_or_path)`:
+Four kinds, all behind `get_corpus(name_or_path)`:
 
 - `pydocs`, the offline default: the Python reference manual topics shipped with every CPython
   (`pydoc_data.topics`) followed by the docstrings of the standard library. Real English prose
   written by people, available without a network.
+- `debian-docs` and `debian-docs:heldout`: ~13M tokens of documentation from Debian's
+  documentation packages, split into train and held-out by page (see `debian_docs`). Offline once
+  `make corpus` has installed the packages and built it.
 - local text: a .txt / .md / .jsonl file, or a directory of them (jsonl: a "text" field per line).
 - Hugging Face datasets streamed over the network: `openwebtext`, `pile`, `tinystories`, or
   `hf:<repo>[:split]`. Offline these fail at once with a message naming the alternatives.
@@ -387,14 +390,21 @@ def _parse_hf(spec: str) -> HFStreamCorpus:
     return HFStreamCorpus(repo, split or "train")
 
 
+DOCS_CORPUS = "debian-docs"  # the name `attnviz.data.debian_docs` answers to
+
+
 def get_corpus(name_or_path: str | os.PathLike[str] | Corpus) -> Corpus:
-    """A corpus by name (`pydocs`, `openwebtext`, `pile`, `tinystories`, `hf:<repo>[:split]`)
-    or by the path of a text file or directory."""
+    """A corpus by name (`pydocs`, `debian-docs[:heldout]`, `openwebtext`, `pile`, `tinystories`,
+    `hf:<repo>[:split]`) or by the path of a text file or directory."""
     if isinstance(name_or_path, Corpus):
         return name_or_path
     key = os.fspath(name_or_path)
     if key == "pydocs":
         return PyDocsCorpus()
+    if key == DOCS_CORPUS or key.startswith(DOCS_CORPUS + ":"):
+        from attnviz.data.debian_docs import open_corpus  # imports this module
+
+        return open_corpus(key)
     if key in HF_DATASETS:
         repo, split, description = HF_DATASETS[key]
         return HFStreamCorpus(repo, split, name=key, description=description)
@@ -402,7 +412,7 @@ def get_corpus(name_or_path: str | os.PathLike[str] | Corpus) -> Corpus:
         return _parse_hf(key)
     if Path(key).expanduser().exists():
         return TextFilesCorpus(key)
-    known = ", ".join(["pydocs", *HF_DATASETS, "hf:<repo>[:split]"])
+    known = ", ".join(["pydocs", f"{DOCS_CORPUS}[:heldout]", *HF_DATASETS, "hf:<repo>[:split]"])
     raise UnknownCorpusError(
         f"unknown corpus {key!r}: it is neither a known name ({known}) nor an existing "
         f"file or directory; give a path to a {'/'.join(TEXT_SUFFIXES)} file or a folder of them"
@@ -417,7 +427,14 @@ def list_corpora() -> list[dict[str, Any]]:
             "source": "pydoc_data.topics + standard-library docstrings",
             "offline": True,
             "description": PyDocsCorpus.description,
-        }
+        },
+        {
+            "name": f"{DOCS_CORPUS}, {DOCS_CORPUS}:heldout",
+            "source": "Debian documentation packages (make corpus)",
+            "offline": True,
+            "description": "~13M tokens of manuals (Python, Linux, PostgreSQL, Django, Git, Debian, "
+            "GNU), 5% of pages held out",
+        },
     ]
     for name, (repo, split, description) in HF_DATASETS.items():
         rows.append(
