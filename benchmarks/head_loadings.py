@@ -26,7 +26,7 @@ from attnviz.analysis.head_clusters import analyse_head_loadings
 from attnviz.analysis.head_loadings import cross_layer_summary, head_loadings
 from attnviz.analysis.metrics import FiringCounts
 from attnviz.dictionaries.io import load_dictionary
-from attnviz.dictionaries.pretrained import SAE_TRAINED_CONTEXTS, held_out_contexts, list_pretrained
+from attnviz.dictionaries.pretrained import HELD_OUT_CORPUS, held_out_contexts, list_pretrained
 
 RESULTS = Path(__file__).parent / "results" / "head_loadings.json"
 SWEEP = range(2, 65)
@@ -92,7 +92,7 @@ def main() -> None:
     entries = [e for e in list_pretrained(model.spec.name) if e["site"] in ("z", "v")]
     saes = {e["name"]: load_dictionary(e["path"], model=model) for e in entries}
     layers = {layer for sae in saes.values() for layer in sae.cfg.layers}
-    tokens = held_out_contexts(model, args.contexts, after=SAE_TRAINED_CONTEXTS)
+    tokens = held_out_contexts(model, args.contexts)
     start = time.perf_counter()
     acts = held_out_acts(model, tokens, layers)
     print(f"held-out activations of layers {sorted(layers)}: {time.perf_counter() - start:.0f} s")
@@ -132,7 +132,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     RESULTS.parent.mkdir(exist_ok=True)
-    record = {"model": model.spec.name, "held_out": f"pydocs contexts {SAE_TRAINED_CONTEXTS}..",
+    record = {"model": model.spec.name, "held_out": HELD_OUT_CORPUS,
               "load_average": load, "rows": rows}  # fmt: skip
     RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"written to {RESULTS}")

@@ -1,4 +1,4 @@
-"""How good the shipped attention SAEs are, on held-out pydocs contexts of the embedded model:
+"""How good the shipped attention SAEs are, on held-out documents (debian-docs:heldout):
 L0, FVU (relative to the mean), dead features (< 1 in 100,000 tokens) and dense ones (> 10%),
 CE recovered when the reconstruction is spliced in, against zero- and mean-ablation of the
 site, with bootstrap intervals over contexts and the absolute loss increase, beside the
@@ -26,7 +26,7 @@ import torch
 import attnviz
 from attnviz.analysis.sae_report import evaluate_sae
 from attnviz.dictionaries.io import load_dictionary
-from attnviz.dictionaries.pretrained import SAE_TRAINED_CONTEXTS, held_out_contexts, list_pretrained
+from attnviz.dictionaries.pretrained import HELD_OUT_CORPUS, held_out_contexts, list_pretrained
 from attnviz.models.adapter import SPLICE_SITES
 
 RESULTS = Path(__file__).parent / "results" / "sae_quality.json"
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     model = attnviz.load_model()
-    held = held_out_contexts(model, args.contexts, after=SAE_TRAINED_CONTEXTS)
+    held = held_out_contexts(model, args.contexts)
     rows = []
     for entry in list_pretrained(model.spec.name):
         if entry["architecture"] not in ("standard", "topk", "jumprelu"):
@@ -89,7 +89,7 @@ def main() -> None:
         kept = [r for r in json.loads(RESULTS.read_text())["rows"] if r["name"] not in args.names]
         rows = kept + rows
     record = {
-        "model": model.spec.name, "held_out": f"pydocs contexts {SAE_TRAINED_CONTEXTS}..",
+        "model": model.spec.name, "held_out": HELD_OUT_CORPUS,
         "load_average": os.getloadavg(), "goals": GOALS,
         "paper_gpt2_small_l0": PAPER_L0_GPT2_SMALL, "rows": rows,
     }  # fmt: skip

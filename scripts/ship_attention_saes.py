@@ -2,7 +2,7 @@
 SAELens's format) into attnviz/pretrained/: hook_z SAEs at three depths chosen by computation,
 and one residual-stream SAE at the middle layer among them.
 
-    .venv/bin/python scripts/ship_attention_saes.py [--layers auto | L1 L2 L3]
+    .venv/bin/python scripts/ship_attention_saes.py [--layers auto | L1 L2 L3] [--corpus debian-docs]
 
 The depths: on repeated random sequences (analysis.patterns.head_scores), the layer with the
 strongest induction head, the layer with the strongest previous-token head (induction heads read
@@ -25,15 +25,16 @@ import attnviz
 from attnviz.analysis.patterns import head_scores
 from attnviz.data import collect_activations
 from attnviz.dictionaries.io import load_dictionary, save_dictionary
-from attnviz.dictionaries.pretrained import SAE_TRAINED_CONTEXTS, TRAINED_N_CTX, pretrained_dir
+from attnviz.dictionaries.pretrained import TRAINED_N_CTX, pretrained_dir
 from attnviz.training.config import SAETrainConfig
 from attnviz.training.sae import SAETrainer
 
 Z_SAE = SAETrainConfig(
     site="z", architecture="topk", d_sae=2048, k=16, lr=1e-3, batch_contexts=16,
-    tokens=1_500_000, warmup_steps=50, resample_every=250, dead_window=100, eval_every=100,
-    checkpoint_every=100, seed=0,
+    tokens=2_000_000, warmup_steps=50, resample_every=0, ghost_grads=False, aux_k=256,
+    dead_window=100, eval_every=100, checkpoint_every=100, seed=0,
 )  # fmt: skip
+"""TopK with AuxK (Gao et al. 2024): aux_k 256, about half the 576-wide input."""
 RESID_SAE = dataclasses.replace(Z_SAE, site="resid_pre", k=32)
 
 
@@ -58,6 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", nargs="+", default=["auto"], help="'auto' or layer numbers")
     parser.add_argument("--work", default="runs/ship-sae", help="stores and checkpoints")
+    parser.add_argument("--corpus", default="debian-docs", help="corpus to collect from")
+    parser.add_argument("--contexts", type=int, default=2000, help="training contexts of 128")
     args = parser.parse_args()
     work = Path(args.work)
     adapter = attnviz.load_model()
@@ -70,7 +73,7 @@ def main() -> None:
     for layer in layers:
         fields = ("z", "v", "resid_pre") if layer == middle else ("z", "v")
         store = collect_activations(
-            adapter, "pydocs", layer=layer, n_tokens=SAE_TRAINED_CONTEXTS * TRAINED_N_CTX,
+            adapter, args.corpus, layer=layer, n_tokens=args.contexts * TRAINED_N_CTX,
             n_ctx=TRAINED_N_CTX, batch_size=16, out_dir=work / f"store-L{layer}", fields=fields,
             dtype="float16",
         )  # fmt: skip

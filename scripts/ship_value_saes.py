@@ -3,7 +3,7 @@ SAELens's format) into attnviz/pretrained/: one on each of two layers' concatena
 and one on the two layers together (Anthropic's attention update, 2025, trained its two-layer
 SAE on its model's two induction layers).
 
-    .venv/bin/python scripts/ship_value_saes.py [--layers auto | L1 L2] [--corpus pydocs]
+    .venv/bin/python scripts/ship_value_saes.py [--layers auto | L1 L2] [--corpus debian-docs]
 
 The layers: on repeated random sequences (analysis.patterns.head_scores), the two layers whose
 best head has the highest induction score; the scores are printed and kept in each SAE's config
@@ -27,7 +27,7 @@ from attnviz.analysis.patterns import head_scores
 from attnviz.data import collect_activations
 from attnviz.data.stacked_store import StackedStore
 from attnviz.dictionaries.io import load_dictionary, save_dictionary
-from attnviz.dictionaries.pretrained import SAE_TRAINED_CONTEXTS, TRAINED_N_CTX, pretrained_dir
+from attnviz.dictionaries.pretrained import TRAINED_N_CTX, pretrained_dir
 from attnviz.training.config import SAETrainConfig
 from attnviz.training.sae import SAETrainer
 
@@ -56,9 +56,9 @@ def choose_layers(adapter) -> tuple[list[int], dict[int, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", nargs="+", default=["auto"], help="'auto' or two layers")
-    parser.add_argument("--corpus", default="pydocs", help="corpus to collect from")
-    parser.add_argument("--contexts", type=int, default=SAE_TRAINED_CONTEXTS)
-    parser.add_argument("--work", default="runs/ship-v", help="stores and checkpoints")
+    parser.add_argument("--corpus", default="debian-docs", help="corpus to collect from")
+    parser.add_argument("--contexts", type=int, default=2000, help="training contexts of 128")
+    parser.add_argument("--work", default="runs/ship-sae", help="stores and checkpoints")
     args = parser.parse_args()
     work = Path(args.work)
     adapter = attnviz.load_model()

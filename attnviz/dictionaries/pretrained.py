@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 TRAINED_CONTEXTS = 2048
 """scripts/ship_qk_transcoders.py trains on the first 2048 pydocs contexts of TRAINED_N_CTX."""
 TRAINED_N_CTX = 128
-SAE_TRAINED_CONTEXTS = 1800
-"""scripts/ship_attention_saes.py trains on the first 1800 pydocs contexts, which leaves about
-107,000 tokens after them for held-out figures (dead features are counted on >= 100,000)."""
+SAE_TRAINED_CONTEXTS = 2000
+"""The shipped SAEs train on the first 2000 contexts of debian-docs's train split; their held-out
+text is its held-out documents (held_out_contexts)."""
 
 
 def pretrained_dir(model: str) -> Path:
@@ -95,18 +95,40 @@ def load_pretrained_qk(
     return load_qk(pretrained_dir(model) / name, device=device)
 
 
-def held_out_contexts(adapter, n_contexts: int, after: int = TRAINED_CONTEXTS) -> torch.Tensor:
-    """pydocs contexts [n, TRAINED_N_CTX] after the first `after` (those the shipped QK
-    dictionaries were trained on; SAE_TRAINED_CONTEXTS for the shipped SAEs)."""
+HELD_OUT_CORPUS = "debian-docs:heldout"
+"""Documents no shipped dictionary was trained on (the SAEs train on debian-docs's train split,
+the QK dictionaries on pydocs): the held-out text of every figure and widget by default."""
+
+
+def held_out_contexts(
+    adapter, n_contexts: int, after: int = TRAINED_CONTEXTS, corpus: str | None = None
+) -> torch.Tensor:
+    """Held-out contexts [n, TRAINED_N_CTX]: by default the first n of debian-docs's held-out
+    documents (held out by document); where that corpus cannot be read (its Debian packages are
+    not installed: `make corpus`), pydocs contexts after the first `after`, with a warning.
+    corpus="pydocs" asks for the latter."""
     import itertools
+    import warnings
 
     from attnviz.data.contexts import contexts
     from attnviz.data.corpora import get_corpus
+    from attnviz.errors import AttnvizError
 
-    rows = contexts(
-        get_corpus("pydocs"), adapter.tokenizer, TRAINED_N_CTX, adapter.spec.bos_token_id
-    )
-    held = list(itertools.islice(rows, after, after + n_contexts))
+    source, skip = corpus or HELD_OUT_CORPUS, 0
+    if source == "pydocs":
+        skip = after
+    try:
+        text = get_corpus(source)
+    except AttnvizError as e:
+        if corpus is not None:
+            raise
+        warnings.warn(
+            f"held-out text falls back to pydocs contexts after the first {after} ({e})",
+            stacklevel=2,
+        )
+        text, skip = get_corpus("pydocs"), after
+    rows = contexts(text, adapter.tokenizer, TRAINED_N_CTX, adapter.spec.bos_token_id)
+    held = list(itertools.islice(rows, skip, skip + n_contexts))
     if not held:
-        raise RuntimeError("pydocs has no contexts left after the ones the dictionaries saw")
+        raise RuntimeError(f"{text.name} has no contexts left after the ones the dictionaries saw")
     return torch.stack(held)

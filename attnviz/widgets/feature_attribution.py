@@ -39,7 +39,7 @@ from attnviz.widgets.saes import SAEInput, SAESet, describe_sae
 __all__ = ["FeatureAttribution"]
 
 EXAMPLE_CONTEXTS = 32
-"""Held-out pydocs contexts searched for a feature's max-activating examples."""
+"""Held-out contexts (documents no shipped dictionary saw) searched for max-activating examples."""
 EXAMPLE_BATCH = 4
 """Contexts per forward pass of the example search (one progress step each)."""
 
@@ -106,7 +106,7 @@ class FeatureAttribution(PromptWidget):
     ) -> None:  # fmt: skip
         """sae: one z SAE, several, or {layer: SAE} (default: the ones shipped for the model).
         dest, feature: a token and a feature to show at once. examples_from: token ids
-        [contexts, n] for max-activating examples (default: 32 held-out pydocs contexts)."""
+        [contexts, n] for max-activating examples (default: 32 held-out contexts, held_out_contexts)."""
         self._saes = SAESet(model, sae)
         self._examples_from = examples_from
         self._libraries: dict[int, SAEFeatureActivations] = {}

@@ -5,7 +5,7 @@
 Click a (destination, source) cell of a head's pattern: its reconstructed score splits into the
 top query-feature x key-feature pair contributions, the other pairs and the bias terms, which add
 up to the score shown. Click a feature in that table: its max-activating contexts (held-out
-pydocs text by default), tokens shaded by activation, and its firing density.
+text by default), tokens shaded by activation, and its firing density.
 
 With a hook_z SAE of the layer (given as ``sae=``, taken from a linked FeatureAttribution, or
 shipped), a clicked cell (head h, destination t, source s) also shows what moves along that
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["PairExplorer"]
 
 EXAMPLE_CONTEXTS = 32
-"""Held-out pydocs contexts searched for a feature's max-activating examples."""
+"""Held-out contexts (documents no shipped dictionary saw) searched for max-activating examples."""
 _INTS = ("q_feature", "k_feature", "n_pairs")
 _FLOATS = ("contribution", "f_q", "f_k", "mask", "map_weight")
 
@@ -83,7 +83,7 @@ class PairExplorer(QKWidget):
     ) -> None:  # fmt: skip
         """cell: a (destination, source) token cell to decompose at once. examples_from: token
         ids [contexts, n] to find features' max-activating examples in (default: 32 held-out
-        pydocs contexts, computed at the first feature click). sae: hook_z SAEs for the edge's
+        contexts, computed at the first feature click). sae: hook_z SAEs for the edge's
         features (default: the linked `attribution`'s, else the shipped ones). attribution: a
         FeatureAttribution that a click on an edge feature shows it in."""
         self._examples_from = examples_from

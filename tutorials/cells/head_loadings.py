@@ -71,9 +71,9 @@ but which heads load *together* is destroyed) shows how much of that is structur
         "code",
         """from attnviz.analysis.head_clusters import analyse_head_loadings
 from attnviz.analysis.sae_examples import SAEFeatureActivations
-from attnviz.dictionaries.pretrained import SAE_TRAINED_CONTEXTS, held_out_contexts
+from attnviz.dictionaries.pretrained import held_out_contexts
 
-held = held_out_contexts(model, 16, after=SAE_TRAINED_CONTEXTS)
+held = held_out_contexts(model, 16)  # documents no shipped SAE saw
 v18 = load_pretrained(model.spec.name, "v-sae-L18")
 examples18 = SAEFeatureActivations(model, v18, held)
 a18 = analyse_head_loadings(v18, examples18.density(), ks=range(2, 33), seed=0)
