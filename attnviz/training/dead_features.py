@@ -136,6 +136,9 @@ def auxk_loss(coder: SparseCoder, x: Tensor, residual: Tensor, dead: Tensor, k_a
         return x.new_zeros(())
     pre = (x - coder.b_pre) @ coder.W_enc[:, idx] + coder.b_enc[idx]
     top = pre.topk(min(int(k_aux), idx.numel()), dim=-1)
-    e_hat = torch.einsum("tk,tkd->td", top.values.relu(), coder.W_dec[idx][top.indices])
+    # Scattered into [tokens, n_dead] and multiplied: gathering decoder rows per token would
+    # build [tokens, k_aux, d] (over a GB at 2k tokens x 256 x 576).
+    code = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+    e_hat = code @ coder.W_dec[idx]
     err = (residual - e_hat).pow(2).sum(-1).mean()
     return err / residual.pow(2).sum(-1).mean().clamp_min(1e-8)
