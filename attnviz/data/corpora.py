@@ -28,11 +28,12 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from attnviz.data.corpus import Corpus
+from attnviz.data.debian_docs import open_corpus
 from attnviz.errors import EmptyTextError, ModelUnavailableError, UnknownCorpusError
 from attnviz.hub import hub_reachable, offline_reason
 
@@ -57,31 +58,6 @@ OFFLINE_HINT = (
     "or your own text: a path to a .txt/.md file, a .jsonl file with a 'text' field per line, "
     "or a directory of them"
 )
-
-
-class Corpus(ABC):
-    """A deterministic stream of documents with a stable identity."""
-
-    name: str
-    description: str = ""
-
-    @abstractmethod
-    def documents(self) -> Iterator[str]:
-        """The documents, in the same order every time."""
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 hex of the corpus' identity and content (computed once)."""
-        cached = self.__dict__.get("_fingerprint")
-        if cached is None:
-            cached = self.__dict__["_fingerprint"] = self._fingerprint()
-        return cached
-
-    @abstractmethod
-    def _fingerprint(self) -> str: ...
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 # ---- pydocs: the Python documentation -----------------------------------------------------
@@ -402,8 +378,6 @@ def get_corpus(name_or_path: str | os.PathLike[str] | Corpus) -> Corpus:
     if key == "pydocs":
         return PyDocsCorpus()
     if key == DOCS_CORPUS or key.startswith(DOCS_CORPUS + ":"):
-        from attnviz.data.debian_docs import open_corpus  # imports this module
-
         return open_corpus(key)
     if key in HF_DATASETS:
         repo, split, description = HF_DATASETS[key]

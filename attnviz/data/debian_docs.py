@@ -25,7 +25,7 @@ from typing import Any
 
 from attnviz.cache import cache_dir
 from attnviz.data import doc_build
-from attnviz.data.corpora import Corpus
+from attnviz.data.corpus import Corpus
 from attnviz.data.doc_build import SPLITS, DocSource
 from attnviz.errors import CorruptFileError, ModelUnavailableError, UnknownCorpusError
 

@@ -88,7 +88,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 def load_dictionary(
     path: str | Path,
     model: Any = None,
-    layer: int | None = None,
+    layer: int | str | None = None,
     device: torch.device | str | None = None,
 ) -> Dictionary:
     """Load the dictionary in `path`, whatever its architecture.

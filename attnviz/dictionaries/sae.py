@@ -215,10 +215,15 @@ class SAE(Dictionary):
     def site_widths(self) -> dict[str, int]:
         return {self.cfg.site: self.cfg.d_in // len(self.cfg.layers)}
 
-    def check_compatible(self, spec: Any, layer: int | None = None) -> None:
-        """As Dictionary.check_compatible; a multi-layer SAE fits any of its layers. Fills in the
-        head shapes of a head-split site when the file did not say (SAELens configs don't)."""
+    def check_compatible(self, spec: Any, layer: int | str | list[int] | None = None) -> None:
+        """As Dictionary.check_compatible; a multi-layer SAE fits any of its layers, and its
+        layer list as given by `list_pretrained` ("17+18") or as a list. Fills in the head shapes
+        of a head-split site when the file did not say (SAELens configs don't)."""
         c = self.cfg
+        if isinstance(layer, str) and all(p.strip().isdigit() for p in layer.split("+")):
+            layer = [int(p) for p in layer.split("+")]
+        if isinstance(layer, (list, tuple)) and [int(x) for x in layer] == c.layers:
+            layer = c.layer
         if layer is not None and layer in c.layers:
             layer = c.layer
         super().check_compatible(spec, layer)
