@@ -7,7 +7,13 @@ HTML) and that :func:`chart_figure` turns into a plotly figure (``to_png``)::
      "x": {"title": str, "log": bool}, "y": {"title": str, "log": bool},
      "series": [{"name": str, "x": numbers, "y": numbers,
                  "error": numbers (optional, symmetric y error bars),
-                 "labels": [str] (optional, one hover line per point)}],
+                 "lo": numbers, "hi": numbers (optional, an interval band around y),
+                 "labels": [str] (optional, one hover line per point),
+                 "mode": "lines" | "markers" (optional: a line chart's series without
+                         markers, or without a line), "color": "#rrggbb" (optional: instead
+                         of the palette's), "dash": bool (a dashed line),
+                 "behind": bool (drawn under the other series: a reference whose points
+                         must not cover the ones a user clicks)}],
      "frontier": {"x": "min" | "max", "y": "min" | "max"}}   # pareto: which way is better
 
 "numbers" are wire arrays (:mod:`attnviz.widgets.arrays`, float32: bytes, not JSON) or plain
@@ -47,8 +53,9 @@ def chart_spec(
     log_y: bool = False,
     frontier: tuple[Better, Better] = ("min", "max"),
 ) -> dict[str, Any]:
-    """A chart spec; each series is {"name", "x", "y", optional "error", "labels"}, with arrays
-    (numpy, torch, lists) sent as float32 wire arrays."""
+    """A chart spec; each series is {"name", "x", "y", optional "error", "lo", "hi", "labels",
+    "mode", "color", "dash", "behind"}, with arrays (numpy, torch, lists; None as NaN) sent as
+    float32 wire arrays."""
     if kind not in KINDS:
         raise ValueError(f"unknown chart kind {kind!r}: use one of {', '.join(KINDS)}")
     out_series = []
@@ -61,8 +68,14 @@ def chart_spec(
             )
         item: dict[str, Any] = {"name": str(s.get("name", f"series {i}")),
                                 "x": _numbers(x), "y": _numbers(y)}  # fmt: skip
-        if s.get("error") is not None:
-            item["error"] = _numbers(s["error"])
+        for key in ("error", "lo", "hi"):
+            if s.get(key) is not None:
+                v = s[key]
+                item[key] = _numbers([np.nan if e is None else e for e in v]
+                                     if isinstance(v, (list, tuple)) else v)  # fmt: skip
+        for key in ("mode", "color", "dash", "behind"):
+            if s.get(key) is not None:
+                item[key] = s[key]
         if s.get("labels") is not None:
             labels = [str(t) for t in s["labels"]]
             if len(labels) != len(x):
@@ -121,7 +134,7 @@ def chart_figure(spec: Mapping[str, Any]) -> Any:
     log_x, log_y = bool(spec.get("x", {}).get("log")), bool(spec.get("y", {}).get("log"))
     fig = go.Figure()
     for i, s in enumerate(spec.get("series", [])):
-        color = PALETTE[i % len(PALETTE)]
+        color = s.get("color") or PALETTE[i % len(PALETTE)]
         x, y = series_values(s["x"]), series_values(s["y"])
         ok = _drawable(x, y, log_x, log_y)
         err = series_values(s["error"])[ok] if s.get("error") is not None else None
@@ -134,9 +147,17 @@ def chart_figure(spec: Mapping[str, Any]) -> Any:
             trace: Any = go.Bar(x=x[ok], y=y[ok], name=name, marker_color=color, error_y=error_y,
                                 hovertext=labels)  # fmt: skip
         else:
-            mode = "lines+markers" if kind == "line" else "markers"
+            mode = s.get("mode") or ("lines+markers" if kind == "line" else "markers")
+            if s.get("lo") is not None and s.get("hi") is not None and ok.sum() > 1:
+                lo, hi = series_values(s["lo"])[ok], series_values(s["hi"])[ok]
+                fig.add_trace(go.Scatter(
+                    x=np.concatenate([x[ok], x[ok][::-1]]), y=np.concatenate([hi, lo[::-1]]),
+                    fill="toself", line=dict(width=0), fillcolor=color, opacity=0.15,
+                    hoverinfo="skip", showlegend=False,
+                ))  # fmt: skip
             trace = go.Scatter(x=x[ok], y=y[ok], mode=mode, name=name, hovertext=labels,
-                               marker=dict(color=color, size=7), error_y=error_y)  # fmt: skip
+                               marker=dict(color=color, size=7), error_y=error_y,
+                               line=dict(color=color, dash="dash" if s.get("dash") else None))  # fmt: skip
         fig.add_trace(trace)
         if kind == "pareto":
             f = spec.get("frontier", {})

@@ -4,7 +4,11 @@
 //
 //   { kind: "line" | "scatter" | "pareto" | "bar", title,
 //     x: { title, log }, y: { title, log },
-//     series: [{ name, x, y, error?, labels? }],     // numbers: wire arrays or plain lists
+//     series: [{ name, x, y, error?, labels?, mode? }],  // numbers: wire arrays or plain lists;
+//                                                     // mode "lines" | "markers" (line charts)
+//              color?, dash?, lo?, hi?, behind? }       // a colour instead of the palette's, a
+//                                                     // dashed line, an interval band lo..hi,
+//                                                     // drawn under the others (a reference)
 //     frontier: { x: "min" | "max", y: "min" | "max" } }  // pareto: which way is better
 //
 // Points that cannot be drawn (NaN, or <= 0 on a log axis) are left out. The layout functions are
@@ -37,13 +41,17 @@ export function chartSeries(spec) {
     const xs = numbers(s.x);
     const ys = numbers(s.y);
     const errs = numbers(s.error);
+    const los = numbers(s.lo);
+    const his = numbers(s.hi);
     const points = [];
     for (let j = 0; j < Math.min(xs.length, ys.length); j++) {
       if (!drawable(xs[j], logX) || !drawable(ys[j], logY)) continue;
       const err = Number.isFinite(errs[j]) ? Math.abs(errs[j]) : null;
-      points.push({ x: xs[j], y: ys[j], err, label: s.labels?.[j] ?? "", index: j });
+      const band = drawable(los[j], logY) && drawable(his[j], logY) ? [los[j], his[j]] : null;
+      points.push({ x: xs[j], y: ys[j], err, band, label: s.labels?.[j] ?? "", index: j });
     }
-    return { name: String(s.name ?? `series ${i}`), color: PALETTE[i % PALETTE.length], points };
+    const color = typeof s.color === "string" && s.color ? s.color : PALETTE[i % PALETTE.length];
+    return { name: String(s.name ?? `series ${i}`), color, points, mode: s.mode ?? null, dash: Boolean(s.dash), behind: Boolean(s.behind) };
   });
 }
 
@@ -124,7 +132,7 @@ export function chartLayout(spec, { width = 480, height = 300 } = {}) {
   const logX = Boolean(spec.x?.log);
   const logY = Boolean(spec.y?.log);
   const all = series.flatMap((s) => s.points);
-  const yExtent = all.flatMap((p) => (p.err === null ? [p.y] : [p.y - p.err, p.y + p.err]));
+  const yExtent = all.flatMap((p) => [...(p.err === null ? [p.y] : [p.y - p.err, p.y + p.err]), ...(p.band ?? [])]);
   const xDomain = domainOf(all.map((p) => p.x), logX);
   const yDomain = domainOf(yExtent.length ? yExtent : [0, 1], logY, kind === "bar");
   const plot = { left: MARGIN.left, top: MARGIN.top, right: width - MARGIN.right, bottom: height - MARGIN.bottom };
@@ -145,13 +153,16 @@ export function chartLayout(spec, { width = 480, height = 300 } = {}) {
       return { ...p, px, py, errPx, bar };
     });
     const sorted = [...points].sort((a, b) => a.x - b.x);
-    const path = kind === "line" ? sorted.map((p, j) => `${j ? "L" : "M"}${p.px},${p.py}`).join("") : "";
+    const path = kind === "line" && s.mode !== "markers" ? sorted.map((p, j) => `${j ? "L" : "M"}${p.px},${p.py}`).join("") : "";
+    // The interval band: along the upper ends in x order, back along the lower ends.
+    const banded = sorted.filter((p) => p.band);
+    const bandPath = banded.length ? `${banded.map((p, j) => `${j ? "L" : "M"}${p.px},${sy(p.band[1])}`).join("")}${[...banded].reverse().map((p) => `L${p.px},${sy(p.band[0])}`).join("")}Z` : "";
     let frontier = [];
     if (kind === "pareto") {
       const idx = paretoFrontier(points.map((p) => p.x), points.map((p) => p.y), spec.frontier?.x, spec.frontier?.y);
       frontier = idx.map((j) => points[j]);
     }
-    return { name: s.name, color: s.color, points, path, frontier, frontierPath: frontier.length > 1 ? stepPath(frontier) : "" };
+    return { name: s.name, color: s.color, mode: s.mode, dash: s.dash, behind: s.behind, points, path, bandPath, frontier, frontierPath: frontier.length > 1 ? stepPath(frontier) : "" };
   });
   return {
     width,
@@ -161,7 +172,7 @@ export function chartLayout(spec, { width = 480, height = 300 } = {}) {
     x: { title: spec.x?.title ?? "", ticks: ticks(xDomain, logX, sx) },
     y: { title: spec.y?.title ?? "", ticks: ticks(yDomain, logY, sy) },
     series: out,
-    nPoints: out.reduce((n, s) => n + s.points.length, 0),
+    nPoints: out.reduce((n, s) => n + (s.mode === "lines" ? 0 : s.points.length), 0),
   };
 }
 
@@ -211,11 +222,12 @@ export function drawChart(spec, { width = 480, height = 300, testid = "chart" } 
   const midY = (plot.top + plot.bottom) / 2;
   root.append(label(layout.y.title, { x: 12, y: midY, "text-anchor": "middle", "font-size": 11, transform: `rotate(-90 12 ${midY})` }));
   const tooltip = createTooltip(node);
-  layout.series.forEach((s, i) => {
+  const groups = layout.series.map((s, i) => {
     const g = svg("g", { "data-series": i, fill: s.color, stroke: s.color });
-    if (s.path) g.append(svg("path", { d: s.path, fill: "none", "stroke-width": 1.5 }));
+    if (s.bandPath) g.append(svg("path", { d: s.bandPath, stroke: "none", "fill-opacity": 0.15, "data-testid": "chart-band" }));
+    if (s.path) g.append(svg("path", { d: s.path, fill: "none", "stroke-width": 1.5, ...(s.dash ? { "stroke-dasharray": "5 4" } : {}) }));
     if (s.frontierPath) g.append(svg("path", { d: s.frontierPath, fill: "none", "stroke-width": 2, "data-testid": "chart-frontier" }));
-    for (const p of s.points) {
+    for (const p of s.mode === "lines" ? [] : s.points) {
       if (p.errPx) g.append(svg("line", { x1: p.px, x2: p.px, y1: p.errPx[0], y2: p.errPx[1], "stroke-width": 1 }));
       const onFrontier = s.frontier.includes(p);
       const mark = p.bar
@@ -229,8 +241,10 @@ export function drawChart(spec, { width = 480, height = 300, testid = "chart" } 
       mark.addEventListener("mouseleave", () => tooltip.hide());
       g.append(mark);
     }
-    root.append(g);
+    return g;
   });
+  // Series marked `behind` go first in the document, so the others' points sit on top of them.
+  root.append(...groups.filter((_, i) => layout.series[i].behind), ...groups.filter((_, i) => !layout.series[i].behind));
   node.insertBefore(root, tooltip.node);
   if (layout.series.length > 1 || layout.series[0]?.name) {
     const legend = el("div", "av-chart-legend", { "data-testid": "chart-legend" });

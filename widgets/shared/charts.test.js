@@ -70,3 +70,8 @@ test("one number formatter under every format", () => {
   assert.equal(formatTick(2.5e6), "2.5e+6");
   assert.equal(formatTick(250), "250");
 });
+
+test("a series marked behind keeps its place in the spec and says so to the drawing", () => {
+  const layout = chartLayout({ kind: "line", series: [{ name: "a", x: [1, 2], y: [1, 2] }, { name: "null", x: [1, 2], y: [1, 2], behind: true }] });
+  assert.deepEqual(layout.series.map((s) => [s.name, s.behind]), [["a", false], ["null", true]]);
+});
