@@ -13,6 +13,7 @@ from cells import (
     attention_output_saes,
     attention_patterns,
     head_loadings,
+    ito,
     qk_from_scratch,
     qk_pairs,
 )
@@ -43,6 +44,7 @@ def main() -> None:
     build(qk_from_scratch.CELLS, HERE / "03_qk_transcoders_from_scratch.ipynb")
     build(attention_output_saes.CELLS, HERE / "04_attention_output_saes.ipynb")
     build(head_loadings.CELLS, HERE / "05_head_loadings.ipynb")
+    build(ito.CELLS, HERE / "06_inference_time_optimisation.ipynb")
 
 
 if __name__ == "__main__":
