@@ -7,7 +7,7 @@ import torch
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKConfig, QKDictionary
 
-__all__ = ["TEXT", "make_qk"]
+__all__ = ["TEXT", "head_mixing_sae", "make_qk"]
 
 TEXT = "The cat sat on the mat because it was tired of walking"
 """A short prompt for the tiny models."""
@@ -26,3 +26,33 @@ def make_qk(spec, layer: int = 1, pairs: bool = True, seed: int = 0) -> QKDictio
         keep = torch.rand(32, 24, spec.n_heads, generator=g) < 0.3
         qk.pairs = PairTable.from_dense(keep * (0.2 + 0.8 * torch.rand(keep.shape, generator=g)))
     return qk
+
+
+def head_mixing_sae(spec, site: str = "z", layers: int | list[int] = 1, seed: int = 0):
+    """An SAE of 2 * d_in features, relu(x_i) and relu(-x_i), whose decoder rows are +-(e_i plus
+    0.1-0.4 of one coordinate of another head): it rebuilds the site closely (the check on the
+    model passes) and its head loadings fall into clusters of unequal sizes (the partner head is
+    the next one six times in ten)."""
+    from attnviz.dictionaries.sae import SAE, SAEConfig
+
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    width = spec.d_head * (spec.n_heads if site == "z" else spec.n_kv_heads) * len(layers)
+    sae = SAE(SAEConfig.for_model(spec, site, layers, d_sae=2 * width))
+    dh, blocks = spec.d_head, width // spec.d_head
+    g = torch.Generator().manual_seed(seed)
+    dec = torch.eye(width)
+    for i in range(width):
+        step = (
+            1
+            if torch.rand(1, generator=g) < 0.6
+            else int(torch.randint(1, blocks, (1,), generator=g))
+        )
+        partner = (i // dh + step) % blocks
+        dec[i, partner * dh + i % dh] = 0.1 + 0.3 * float(torch.rand(1, generator=g))
+    eye = torch.eye(width)
+    with torch.no_grad():
+        sae.coder.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.coder.W_dec.copy_(torch.cat([dec, -dec], 0))
+        sae.coder.b_enc.zero_()
+        sae.coder.b_out.zero_()
+    return sae

@@ -226,7 +226,8 @@ class SAE(Dictionary):
             layer = c.layer
         if layer is not None and layer in c.layers:
             layer = c.layer
-        super().check_compatible(spec, layer)
+        # Any other list or name is not this SAE's layer: the base check names it in its error.
+        super().check_compatible(spec, layer)  # type: ignore[arg-type]
         bad = [x for x in c.layers if not 0 <= x < spec.n_layers]
         if bad:
             raise DictionaryMismatchError(

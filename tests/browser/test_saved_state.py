@@ -141,3 +141,56 @@ def test_saved_feature_attribution_renders_its_features_and_dfa_without_a_kernel
         page.screenshot(path=str(screenshots / "saved_state_feature_attribution.png"))
     finally:
         context.close()
+
+
+HL_NOTEBOOK = "saved_state_head_loadings.ipynb"
+HL_CELLS = [
+    "from attnviz.dictionaries.pretrained import load_pretrained\n"
+    "from attnviz.widgets.head_loadings import HeadLoadingExplorer\n"
+    "view = HeadLoadingExplorer(load_pretrained('smollm2-135m', 'z-sae-L2'), ks=range(2, 7))\n"
+    "view",
+]
+HL_SHOWN = """(root) => ({
+    k: root.dataset.k, cluster: root.dataset.cluster,
+    heatmap: root.querySelector('[data-testid="loadings-heatmap"]').toDataURL(),
+    sizes: [...root.querySelectorAll('[data-testid="cluster-row"]')].map((r) => r.dataset.size),
+    panel: root.querySelector('[data-testid="cluster-features"]')?.dataset.features,
+    points: root.querySelector('[data-testid="chart-sizes"]').dataset.points,
+})"""
+
+
+def test_saved_head_loading_explorer_renders_its_clusters_without_a_kernel(lab, browser):
+    lab.write_notebook(HL_NOTEBOOK, HL_CELLS)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        open_and_run(lab, page, HL_NOTEBOOK)
+        root = page.get_by_test_id("head-loadings")
+        page.wait_for_function("r => r.dataset.analysed === 'true' && r.dataset.calls === '0'",
+                               arg=root.element_handle(timeout=120_000), timeout=120_000)  # fmt: skip
+        root.get_by_test_id("cluster-2").click()
+        page.wait_for_function("r => r.dataset.cluster === '2' && r.dataset.busy === 'false'",
+                               arg=root.element_handle())  # fmt: skip
+        live = root.evaluate(HL_SHOWN)
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 30
+        while "widgets" not in json.loads((lab.root / HL_NOTEBOOK).read_text())["metadata"]:
+            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
+            time.sleep(0.5)
+        for session in lab.api("GET", "/api/sessions") or []:  # the kernel that ran it is gone
+            lab.api("DELETE", f"/api/sessions/{session['id']}")
+    finally:
+        context.close()
+    assert live["cluster"] == "2" and live["panel"]
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(lab.notebook_url(HL_NOTEBOOK))
+        root = page.get_by_test_id("head-loadings")
+        page.wait_for_function("r => r.dataset.analysed === 'true'",
+                               arg=root.element_handle(timeout=90_000))  # fmt: skip
+        assert root.evaluate(HL_SHOWN) == live  # clusters, heatmap pixels, selection, sizes
+        assert root.get_attribute("data-calls") == "0"  # no sweep asked of a kernel
+    finally:
+        context.close()

@@ -152,6 +152,29 @@ cluster_tokens(examples_z, members)""",
     ),
     (
         "md",
+        """## The HeadLoadingExplorer
+
+The same analysis, to look at: the features x heads heatmap sorted by cluster, the k slider
+(each move re-clusters as a request with a progress bar), inertia and silhouette over k beside
+the shuffled null, the cluster sizes on log-log axes with the fitted slope, and a 2-D map of the
+features. Click a cluster for its loading profile, features, top tokens and the heads its
+features' DFA flows through; click a feature for its loadings, examples and the DFA of its top
+example. Here it opens on the induction cluster found above.""",
+    ),
+    (
+        "code",
+        """from attnviz.widgets.head_loadings import HeadLoadingExplorer
+
+explorer = HeadLoadingExplorer(z18, model, k=az.k, ks=range(2, 33), examples_from=examples_z)
+explorer.analyse()  # the sweep now (on display the widget would ask for it itself)
+explorer.cluster = INDUCTION
+info = explorer.cluster_info
+print(f"cluster {INDUCTION}: {info['size']} features; DFA share by head:",
+      [round(v, 2) for v in info["heads"]["share"]])
+explorer""",
+    ),
+    (
+        "md",
         """## One layer or two
 
 The shipped two-layer SAE reads layers 17 and 18 concatenated (4,096 features). Each feature's
