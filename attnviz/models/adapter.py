@@ -23,7 +23,7 @@ from torch import Tensor
 
 from attnviz.errors import ContextTooLongError, EmptyTextError, LayerOutOfRangeError
 from attnviz.models.attention import causal_mask, pattern_from_qk
-from attnviz.models.interventions import Intervention, ReplacePattern, Splice
+from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
 from attnviz.models.rotary import Rotary
 
 ACTIVATION_FIELDS = ("resid_pre", "resid_normed", "q", "k", "q_rot", "k_rot", "v", "z", "pattern")
@@ -222,6 +222,9 @@ class ModelAdapter(ABC):
             self.check_layer(iv.layer)
             if isinstance(iv, Splice) and iv.site not in SPLICE_SITES:
                 raise ValueError(f"unknown splice site {iv.site!r}: choose from {SPLICE_SITES}")
+            rows = iv.vector.shape[0] if isinstance(iv, AddToResidual) else 0
+            if isinstance(iv, AddToResidual) and iv.vector.ndim == 2 and rows != tokens.shape[0]:
+                raise ValueError(f"{rows} vectors for a batch of {tokens.shape[0]}")
             if isinstance(iv, ReplacePattern):
                 want = (tokens.shape[0], len(iv.heads), tokens.shape[1], tokens.shape[1])
                 if tuple(iv.pattern.shape) != want:
@@ -230,6 +233,31 @@ class ModelAdapter(ABC):
                     )
         with torch.no_grad():
             return self._run(tokens, list(interventions))
+
+    def forward_cached(
+        self, tokens: Tensor, interventions: Sequence[Intervention] = (), cache: Any = None
+    ) -> tuple[Tensor, Any]:
+        """Logits [batch new vocab] of `tokens`, the positions after those `cache` holds (None: a
+        new sequence), and the cache to pass with the next tokens. Interventions: AddToResidual
+        (its positions count from the sequence's start, so steering holds on every step)."""
+        tokens = self.check_tokens(tokens)
+        for iv in interventions:
+            self.check_layer(iv.layer)
+            if not isinstance(iv, AddToResidual):
+                raise ValueError(f"{type(iv).__name__} needs the whole sequence: use run()")
+            if iv.vector.ndim == 2 and iv.vector.shape[0] != tokens.shape[0]:
+                raise ValueError(f"{iv.vector.shape[0]} vectors for a batch of {tokens.shape[0]}")
+        with torch.no_grad():
+            return self._forward_cached(tokens, list(interventions), cache)
+
+    def _forward_cached(
+        self, tokens: Tensor, interventions: list[Intervention], cache: Any
+    ) -> tuple[Tensor, Any]:
+        """Without a KV cache of the backend's own: the whole sequence again (the 'cache' is
+        the tokens so far). Backends that have one override this."""
+        seq = tokens if cache is None else torch.cat([cache, tokens], 1)
+        self.check_tokens(seq)
+        return self._run(seq, interventions)[:, -tokens.shape[1] :], seq
 
     def loss(self, tokens: Tensor, interventions: Sequence[Intervention] = ()) -> Tensor:
         """Next-token cross-entropy per position [batch pos-1]."""
@@ -270,5 +298,30 @@ def normalise(resid: Tensor, normalization: str, eps: float) -> Tensor:
     return out.to(resid.dtype)
 
 
-def positions_index(positions: Sequence[int] | slice | None) -> Any:
-    return slice(None) if positions is None else positions
+def positions_index(
+    positions: Sequence[int] | slice | None, offset: int = 0, length: int | None = None
+) -> Any:
+    """The index, into a run of `length` positions that starts at absolute position `offset`,
+    of the absolute `positions` that fall inside it; None when none do. (A cached generation
+    step runs the positions after the cache's: offset = the cache's length.)"""
+    if positions is None:
+        return slice(None)
+    if offset == 0 and length is None:
+        return positions
+    end = offset + (length if length is not None else 1 << 62)
+    if isinstance(positions, slice):
+        if positions.step not in (None, 1):
+            raise ValueError(f"positions {positions}: a slice with a step is not supported")
+        start = max(positions.start or 0, offset)
+        stop = end if positions.stop is None else min(positions.stop, end)
+        return slice(start - offset, stop - offset) if start < stop else None
+    inside = [int(p) - offset for p in positions if offset <= int(p) < end]
+    return inside or None
+
+
+def add_at(resid: Tensor, vector: Tensor, index: Any) -> Tensor:
+    """resid [batch pos d] + vector ([d] or [batch, d]) at the positions `index` (a copy)."""
+    resid = resid.clone()
+    v = vector.to(resid)
+    resid[:, index] += v[:, None, :] if v.ndim == 2 else v
+    return resid

@@ -20,7 +20,10 @@ class ReplacePattern:
 
 @dataclass
 class AddToResidual:
-    """Add `vector` [d_model] to the residual stream before `layer` at `positions` (None = all)."""
+    """Add `vector` [d_model] (or [batch, d_model]: one per sequence, e.g. a coefficient each) to
+    the residual stream before `layer` at `positions` (None = all; slice(i, None) = from i on).
+    Positions count from the sequence's first token, also on a cached generation step that runs
+    only the newest token (see ModelAdapter.forward_cached)."""
 
     layer: int
     vector: Tensor

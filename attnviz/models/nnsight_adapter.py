@@ -7,6 +7,7 @@ replacing its z with pattern @ v, so it needs no access to the attention functio
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -18,6 +19,7 @@ from attnviz.models.adapter import (
     AttentionActivations,
     ModelAdapter,
     QKWeights,
+    add_at,
     normalise,
     positions_index,
 )
@@ -127,7 +129,11 @@ class NNsightAdapter(ModelAdapter):
                 for iv in ivs:  # the layer's input comes first
                     if isinstance(iv, AddToResidual):
                         h = block.input
-                        h[:, positions_index(iv.positions)] += iv.vector.to(self.device)
+                        index = positions_index(iv.positions, 0, tokens.shape[1])
+                        if index is None:
+                            continue
+                        v = iv.vector.to(self.device)
+                        h[:, index] += v[:, None] if v.ndim == 2 else v
                     elif isinstance(iv, Splice) and iv.site == "resid_pre":
                         block.input = iv.module(block.input)
                 replacements = [iv for iv in ivs if isinstance(iv, ReplacePattern)]
@@ -154,6 +160,40 @@ class NNsightAdapter(ModelAdapter):
                         block.output = iv.module(block.output)
             logits = self.lm.output.logits.save()
         return logits
+
+    def _forward_cached(
+        self, tokens: Tensor, interventions: list[Intervention], cache: Any
+    ) -> tuple[Tensor, Any]:
+        """The Hugging Face model's own KV cache, steered by forward pre-hooks on the layers
+        (no tracing: a generation step is one small forward pass)."""
+        offset = 0 if cache is None else int(cache.get_seq_length())
+        self.check_tokens(torch.zeros(1, offset + tokens.shape[1], dtype=torch.long))
+        handles = []
+        for iv in interventions:
+            assert isinstance(iv, AddToResidual)
+
+            def add(module: Any, args: tuple, kwargs: dict, iv: AddToResidual = iv) -> Any:
+                h = args[0] if args else kwargs["hidden_states"]
+                index = positions_index(iv.positions, offset, h.shape[1])
+                if index is None:
+                    return None
+                h = add_at(h, iv.vector, index)
+                return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+
+            layer = self._layers(self.hf_model)[iv.layer]
+            handles.append(layer.register_forward_pre_hook(add, with_kwargs=True))
+        # transformers renamed past_key_values to cache (5.x); take whichever this one has.
+        key = (
+            "cache"
+            if "cache" in inspect.signature(self.hf_model.forward).parameters
+            else "past_key_values"
+        )
+        try:
+            out = self.hf_model(input_ids=tokens, use_cache=True, **{key: cache})
+        finally:
+            for h in handles:
+                h.remove()
+        return out.logits, getattr(out, key)
 
     def _replace_heads(self, z: Tensor, v_flat: Tensor, iv: ReplacePattern) -> Tensor:
         s = self.spec

@@ -13,6 +13,7 @@ from attnviz.models.adapter import (
     ModelAdapter,
     ModelSpec,
     QKWeights,
+    add_at,
     normalise,
     positions_index,
 )
@@ -141,7 +142,23 @@ class TransformerLensAdapter(ModelAdapter):
         hooks = [self._tl_hook(iv) for iv in interventions]
         return self.model.run_with_hooks(tokens, fwd_hooks=hooks)
 
-    def _tl_hook(self, iv: Intervention):
+    def _forward_cached(
+        self, tokens: Tensor, interventions: list[Intervention], cache: Any
+    ) -> tuple[Tensor, Any]:
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        if cache is None:
+            cache = TransformerLensKeyValueCache.init_cache(
+                self.model.cfg, self.device, tokens.shape[0]
+            )
+        offset = cache[0].past_keys.shape[1]
+        self.check_tokens(torch.zeros(1, offset + tokens.shape[1], dtype=torch.long))
+        hooks = [self._tl_hook(iv, offset) for iv in interventions]
+        with self.model.hooks(fwd_hooks=hooks):
+            logits = self.model(tokens, past_kv_cache=cache)
+        return logits, cache
+
+    def _tl_hook(self, iv: Intervention, offset: int = 0):
         L = iv.layer
         if isinstance(iv, ReplacePattern):
             heads = list(iv.heads)
@@ -153,12 +170,10 @@ class TransformerLensAdapter(ModelAdapter):
 
             return self._hook(L, "attn.hook_pattern"), replace_pattern
         if isinstance(iv, AddToResidual):
-            index = positions_index(iv.positions)
 
             def add_vector(resid, hook):
-                resid = resid.clone()
-                resid[:, index] += iv.vector.to(resid)
-                return resid
+                index = positions_index(iv.positions, offset, resid.shape[1])
+                return resid if index is None else add_at(resid, iv.vector, index)
 
             return self._hook(L, "hook_resid_pre"), add_vector
         if isinstance(iv, Splice):
@@ -197,6 +212,9 @@ class TransformerBridgeAdapter(TransformerLensAdapter):
 
     def qk_weights(self, layer: int) -> QKWeights:
         return hf_layout.qk_weights(self.hf_model, self.spec, self.check_layer(layer))
+
+    # The bridge's forward takes no TransformerLens KV cache: generation reruns the sequence.
+    _forward_cached = ModelAdapter._forward_cached
 
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
         return self._hf_rotary.get(n_pos)
