@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from attnviz.analysis.pareto import Better, pareto_frontier
 from attnviz.widgets.arrays import decode_array, encode_array
 
 __all__ = ["KINDS", "chart_figure", "chart_spec", "pareto_frontier", "series_values"]
 
 KINDS = ("line", "scatter", "pareto", "bar")
-Better = Literal["min", "max"]
 # The widgets' series colours (charts.js PALETTE): colour-blind safe (Okabe-Ito).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
 
@@ -106,24 +106,6 @@ def _drawable(x: np.ndarray, y: np.ndarray, log_x: bool, log_y: bool) -> np.ndar
     if log_y:
         ok &= y > 0
     return ok
-
-
-def pareto_frontier(
-    x: Any, y: Any, x_better: Better = "min", y_better: Better = "max"
-) -> list[int]:
-    """Indices of the points no other point beats on both axes, in order of x (the same rule as
-    charts.js paretoFrontier; NaN points never count)."""
-    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    sx = 1.0 if x_better == "min" else -1.0
-    sy = 1.0 if y_better == "max" else -1.0
-    order = [i for i in np.lexsort((-sy * ys, sx * xs)) if np.isfinite(xs[i] + ys[i])]
-    out: list[int] = []
-    best = -np.inf
-    for i in order:  # from the best x on, keep each point that improves the best y so far
-        if sy * ys[i] > best:
-            out.append(int(i))
-            best = sy * ys[i]
-    return sorted(out, key=lambda i: (xs[i], i))
 
 
 def chart_figure(spec: Mapping[str, Any]) -> Any:
