@@ -65,12 +65,11 @@ def speed(sae, x: torch.Tensor, l0: int) -> list[dict]:
     y = (x - b).double().numpy()
     Dn = D.double().numpy()
     xn = x.double().numpy()
-    G = gram(D)
     runs: dict[str, dict] = {}
 
-    def ours(method: str):
+    def ours(method: str, positive: bool = True):
         def run():
-            out = pursue(x, D, l0, method=method, positive=True, bias=b, G=G)
+            out = pursue(x, D, l0, method=method, positive=positive, bias=b, G=gram(D))  # counted
             return out.reconstruction.double().numpy(), out.l0.float().mean().item()
 
         return run
@@ -91,6 +90,7 @@ def speed(sae, x: torch.Tensor, l0: int) -> list[dict]:
         "attnviz mp (positive)": ours("mp"),
         "attnviz gp (positive)": ours("gp"),
         "attnviz omp (positive)": ours("omp"),
+        "attnviz omp (signed, as scikit-learn's)": ours("omp", positive=False),
         "sklearn orthogonal_mp_gram (signed)": sk_omp,
         "sklearn sparse_encode lasso_cd (positive)": sk_lasso,
     }
