@@ -11,6 +11,7 @@ does the rest.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -87,6 +88,34 @@ class Widget(anywidget.AnyWidget):
         if requests is not None:
             requests.close()
         super().close()
+
+    _ready: bool = True
+    """False while the kernel sets a trait itself: observers that would recompute skip it."""
+
+    def _quietly(self, name: str, value: Any) -> None:
+        """Set a trait without the observers that would recompute (window, layer, clicks)."""
+        ready, self._ready = self._ready, False
+        try:
+            setattr(self, name, value)
+        finally:
+            self._ready = ready
+
+    def _attempt(self, work: Callable[[], None], keep: Iterable[str] = (),
+               catch: tuple[type[Exception], ...] = (AttnvizError,)) -> bool:  # fmt: skip
+        """Run `work` with the widget busy and its trait changes sent together. An error of
+        `catch` shows in the `error` trait after the lines of `keep` (the last good picture
+        stays) and gives False."""
+        self.busy = True
+        try:
+            with self.hold_sync():
+                work()
+                self.error = "\n".join(keep)
+            return True
+        except catch as err:
+            self.error = "\n".join([*keep, str(err)])
+            return False
+        finally:
+            self.busy = False
 
     def to_html(self, path: str | Path, title: str | None = None) -> Path:
         """Write the widget as it is now to one self-contained HTML file (script, styles and data
@@ -237,14 +266,6 @@ class PromptWidget(Widget):
         finally:
             self.busy = False
         self._shown_layer: int | None = layer
-
-    def _quietly(self, name: str, value: Any) -> None:
-        """Set a trait without the observers that would recompute (window, layer)."""
-        ready, self._ready = self._ready, False
-        try:
-            setattr(self, name, value)
-        finally:
-            self._ready = ready
 
     def _view(self, window: list[int] | None) -> dict[str, Any]:
         """Trait values for the stored patterns seen through `window` ([start, end) tokens;

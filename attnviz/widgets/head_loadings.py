@@ -346,7 +346,7 @@ class HeadLoadingExplorer(Widget):
     def _k_changed(self, change: dict[str, Any]) -> None:
         if self._ready and self._analysis is None:
             self._k_wanted = self.k  # used by the analysis when it runs
-        elif self._ready and not self._guard(lambda: self._recluster(self.k)):
+        elif self._ready and not self._attempt(lambda: self._recluster(self.k)):
             self._quietly("k", change["old"])
 
     # ---- clicks: a cluster, a feature ----------------------------------------------------------
@@ -357,32 +357,12 @@ class HeadLoadingExplorer(Widget):
                                "(or call .analyse())")  # fmt: skip
         return self._analysis
 
-    def _guard(self, work: Callable[[], None]) -> bool:
-        self.busy = True
-        try:
-            with self.hold_sync():
-                work()
-                self.error = ""
-            return True
-        except AttnvizError as err:
-            self.error = str(err)
-            return False
-        finally:
-            self.busy = False
-
-    def _quietly(self, name: str, value: Any) -> None:
-        ready, self._ready = self._ready, False
-        try:
-            setattr(self, name, value)
-        finally:
-            self._ready = ready
-
     @traitlets.observe("cluster", "feature")
     def _clicked(self, change: dict[str, Any]) -> None:
         name = change["name"]
         show = self._cluster_info if name == "cluster" else self._feature_info
         shown = lambda: setattr(self, f"{name}_info", show(change["new"]))  # noqa: E731
-        if self._ready and not self._guard(shown):
+        if self._ready and not self._attempt(shown):
             self._quietly(name, change["old"])
 
     def _cluster_of(self, feature: int) -> int:

@@ -144,7 +144,7 @@ class ITOExplorer(Widget):
             l0 = fallback
         self.dictionary, self.method, self.l0, self.prompt = first.name, method, l0, prompt
         self._ready = True
-        self._guard(self._show_prompt, keep=problems)
+        self._attempt(self._show_prompt, keep=problems)
 
     # ---- the SAEs ------------------------------------------------------------------------------
 
@@ -386,31 +386,9 @@ class ITOExplorer(Widget):
 
     # ---- reacting to the front-end --------------------------------------------------------------
 
-    def _quietly(self, name: str, value: Any) -> None:
-        ready, self._ready = self._ready, False
-        try:
-            setattr(self, name, value)
-        finally:
-            self._ready = ready
-
-    def _guard(self, work: Callable[[], None], keep: Iterable[str] = ()) -> bool:
-        """Run work with the widget busy; an AttnvizError is shown in `error` (the last good
-        picture stays) and returns False."""
-        self.busy = True
-        try:
-            with self.hold_sync():
-                work()
-                self.error = "\n".join(keep)
-            return True
-        except AttnvizError as err:
-            self.error = "\n".join([*keep, str(err)])
-            return False
-        finally:
-            self.busy = False
-
     @traitlets.observe("prompt")
     def _prompt_changed(self, change: dict[str, Any]) -> None:
-        if self._ready and not self._guard(self._show_prompt):
+        if self._ready and not self._attempt(self._show_prompt):
             self._quietly("prompt", change["old"])
 
     @traitlets.observe("dictionary", "method", "l0")
@@ -431,7 +409,7 @@ class ITOExplorer(Widget):
             elif self.feature >= 0:
                 self.scatter = self._scatter(self.feature)
 
-        if not self._guard(work):
+        if not self._attempt(work):
             self._quietly(name, change["old"])
 
     @traitlets.observe("token")
@@ -447,7 +425,7 @@ class ITOExplorer(Widget):
             return
         if self.feature < 0:
             self.scatter = {}
-        elif not self._guard(lambda: setattr(self, "scatter", self._scatter(self.feature))):
+        elif not self._attempt(lambda: setattr(self, "scatter", self._scatter(self.feature))):
             self._quietly("feature", change["old"])
 
     # ---- the rest -------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ held-out text; a click on a point lists that coefficient's rollouts.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -130,7 +129,7 @@ class SteeringLab(Widget):
         super().__init__(layers=list(range(n)), has_sae=sae is not None,
                          layer=default if layer is None else layer, **kwargs)  # fmt: skip
         self._ready = True
-        self._guard(self._refresh)
+        self._attempt(self._refresh, catch=(AttnvizError, ValueError))
 
     # ---- the vector and the live generation -----------------------------------------------
 
@@ -272,30 +271,10 @@ class SteeringLab(Widget):
 
     # ---- reacting to the front end ------------------------------------------------------------
 
-    def _quietly(self, name: str, value: Any) -> None:
-        ready, self._ready = self._ready, False
-        try:
-            setattr(self, name, value)
-        finally:
-            self._ready = ready
-
-    def _guard(self, work: Callable[[], None]) -> bool:
-        self.busy = True
-        try:
-            with self.hold_sync():
-                work()
-                self.error = ""
-            return True
-        except (AttnvizError, ValueError) as err:
-            self.error = str(err)
-            return False
-        finally:
-            self.busy = False
-
     @traitlets.observe("source", "plus", "minus", "feature", "layer", "positions", "prompt",
                        "words", "relative", "seed", "n_new")  # fmt: skip
     def _changed(self, change: dict[str, Any]) -> None:
-        if self._ready and not self._guard(self._refresh):
+        if self._ready and not self._attempt(self._refresh, catch=(AttnvizError, ValueError)):
             self._quietly(change["name"], change["old"])
 
     def figure(self) -> Any:
