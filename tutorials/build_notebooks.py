@@ -16,6 +16,7 @@ from cells import (
     ito,
     qk_from_scratch,
     qk_pairs,
+    steering,
 )
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -45,6 +46,7 @@ def main() -> None:
     build(attention_output_saes.CELLS, HERE / "04_attention_output_saes.ipynb")
     build(head_loadings.CELLS, HERE / "05_head_loadings.ipynb")
     build(ito.CELLS, HERE / "06_inference_time_optimisation.ipynb")
+    build(steering.CELLS, HERE / "07_steering.ipynb")
 
 
 if __name__ == "__main__":
