@@ -9,9 +9,10 @@
    the SAE feature whose decoder direction is nearest the ActAdd vector's last row, added at the
    same positions.
 2. Speed, side by side: a sweep of 16 coefficients x 16 rollouts x 32 new tokens as one batched
-   generation against the same sweep as a loop of single generations (same seeds, same tokens).
+   generation against the same sweep as a loop of one generation per coefficient (same seeds,
+   same tokens).
 
-    .venv/bin/python benchmarks/steering.py [--rollouts 16] [--new 32] [--contexts 16]
+    .venv/bin/python benchmarks/steering.py [--rollouts 8] [--new 32] [--contexts 8]
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ EXPERIMENTS = {
                 "minus": "I do not talk about weddings constantly",
                 "prompt": "I went up to my friend and said", "words": WEDDING_WORDS},
 }  # fmt: skip
-RELATIVE = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+RELATIVE = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0)
 """Coefficients as ||c v|| / ||resid||: the same grid for every method and layer."""
 
 
@@ -77,14 +78,14 @@ def methods(model, sae, plus: str, minus: str) -> dict[str, SteeringVector]:
 def speed(
     model, v: SteeringVector, prompt: str, n_rollouts: int, n_new: int, coefs: list[float]
 ) -> dict:
-    """The batched sweep against one generation per (coefficient, rollout), same seeds."""
+    """The batched sweep (every coefficient and rollout as rows of one generation) against the
+    loop of one generation per coefficient (its rollouts batched), same seeds."""
     out: dict[str, float] = {}
     start = time.perf_counter()
     batched = rollouts(model, v, coefs, prompt, n_rollouts, n_new, seed=0)
     out["batched_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    single = torch.stack([torch.cat([rollouts(model, v, [c], prompt, 1, n_new, seed=j)[0]
-                                     for j in range(n_rollouts)]) for c in coefs])  # fmt: skip
+    single = rollouts(model, v, coefs, prompt, n_rollouts, n_new, seed=0, batched=False)
     out["loop_s"] = time.perf_counter() - start
     out["speedup"] = out["loop_s"] / out["batched_s"]
     out["same_tokens"] = bool(torch.equal(batched, single))
@@ -115,26 +116,32 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rollouts", type=int, default=16)
+    parser.add_argument("--rollouts", type=int, default=8)
     parser.add_argument("--new", type=int, default=32, help="new tokens per rollout")
-    parser.add_argument("--contexts", type=int, default=16, help="held-out contexts for damage")
+    parser.add_argument("--contexts", type=int, default=8, help="held-out contexts for damage")
+    parser.add_argument("--context-tokens", type=int, default=64, help="tokens of each context")
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
+                        choices=list(EXPERIMENTS))  # fmt: skip
+    parser.add_argument("--backend", default="nnsight", help="the embedded model's backend "
+                        "(nnsight: the Hugging Face model's own KV cache, the fastest here)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    model = attnviz.load_model()
+    model = attnviz.load_model(backend=args.backend)
     sae = load_pretrained(model.spec.name, "resid-sae-L16")
     layer = sae.cfg.layer
-    held = held_out_contexts(model, args.contexts)
+    held = held_out_contexts(model, args.contexts)[:, : args.context_tokens]
     norm = residual_norm(model, layer, held[:4])
-    record: dict = {"model": model.spec.name, "layer": layer, "residual_norm": norm,
+    record: dict = {"model": model.spec.name, "backend": model.backend, "layer": layer, "residual_norm": norm,
                     "load_average_start": os.getloadavg(), "relative": RELATIVE}  # fmt: skip
     anger = actadd(model, "Anger", "Calm", layer)
     coefs = [r * norm / anger.norm for r in np.linspace(0, 4, 16)]
     record["speed"] = speed(model, anger, "I think you're", 16, 32, coefs)
     s = record["speed"]
-    print(f"sweep {s['shape']}: batched {s['batched_s']:.1f} s, loop of single generations "
+    print(f"sweep {s['shape']}: batched {s['batched_s']:.1f} s, loop of one generation per coefficient "
           f"{s['loop_s']:.1f} s ({s['speedup']:.1f}x), same tokens: {s['same_tokens']}")  # fmt: skip
-    for name, e in ({} if args.speed_only else EXPERIMENTS).items():
+    for name in [] if args.speed_only else args.experiments:
+        e = EXPERIMENTS[name]
         frames = []
         for method, v in methods(model, sae, e["plus"], e["minus"]).items():
             cs = [r * norm / v.norm for r in RELATIVE]

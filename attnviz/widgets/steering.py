@@ -46,7 +46,7 @@ from attnviz.widgets.requests import Job, handles
 
 __all__ = ["SteeringLab"]
 
-SWEEP_RELATIVE = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+SWEEP_RELATIVE = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 """The sweep's coefficients as ||c v|| / ||resid||."""
 DAMAGE_CONTEXTS = 8
 """Held-out contexts the damage is measured on."""

@@ -42,8 +42,10 @@ print(f"{wedding.name}: {len(wedding.positions)} front positions, mean norm {wed
 
 ActAdd adds the difference of the two prompts' residual streams at the *front* positions of
 the new prompt (the shorter prompt was padded with spaces). The coefficient is set here as a
-share of the residual norm (`relative`): 1.0 adds a vector as long as the stream itself. Both
-rows use the same seed, so the only difference is the vector. Steering is held on every step of
+share of the residual norm (`relative`): 1.0 adds a vector as long as the stream itself. On this
+small model, steering only the few front positions needs strengths far above 1 before the
+continuation moves (the benchmark sweeps up to 16). Each strength starts from the same seed, so
+the only difference is the vector. Steering is held on every step of
 the KV-cached generation where its positions say so (here only the prompt's front positions).""",
     ),
     (
@@ -51,7 +53,7 @@ the KV-cached generation where its positions say so (here only the prompt's fron
         """prompt = model.to_tokens("I went up to my friend and said")
 n = prompt.shape[1]
 rows = []
-for relative in (0.0, 1.0, 4.0):
+for relative in (0.0, 4.0, 16.0):
     coef = relative * norm / wedding.norm
     out = generate(model, prompt, 16, wedding.interventions(coef), seeds=[1])
     rows.append({"relative": relative, "continuation": model.tokenizer.decode(out[0, n:].tolist())})
@@ -72,7 +74,7 @@ steered ones and the KL of the next-token distribution, with bootstrap intervals
         "code",
         """from attnviz.analysis.steering import damage, frontier, sweep
 
-RELATIVE = (0.0, 2.0, 4.0)
+RELATIVE = (0.0, 4.0, 16.0)
 PROMPT = "I went up to my friend and said"
 
 

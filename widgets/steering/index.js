@@ -54,7 +54,7 @@ function render({ model, el: host }) {
   const prompt = el("textarea", "av-prompt", { rows: "1", "data-testid": "prompt", "aria-label": "prompt to continue (Enter runs)", spellcheck: "false" });
   const words = el("input", "", { type: "text", "data-testid": "words", "aria-label": "target words, comma separated", spellcheck: "false" });
   const seed = el("input", "", { type: "number", step: "1", "data-testid": "seed", "aria-label": "seed" });
-  const slider = el("input", "", { type: "range", min: "0", max: "4", step: "0.05", "data-testid": "slider", "aria-label": "coefficient as a share of the residual norm" });
+  const slider = el("input", "", { type: "range", min: "0", max: "16", step: "0.05", "data-testid": "slider", "aria-label": "coefficient as a share of the residual norm" });
   const value = textEl("span", "st-value", "", { "data-testid": "slider-value" });
   const sliderBox = el("label", "st-slider", { title: "||c·v|| / ||residual||: the share of the residual stream's norm the vector adds" });
   sliderBox.append(textEl("span", "", "strength "), slider, value);
