@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from figures import save_plot
 
 import attnviz
 from attnviz.analysis.ito.compare import agreement, ce_pareto, fvu_pareto, site_inputs
@@ -120,11 +121,7 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> None:
                                  line={"dash": dash}, marker={"size": 10 if method == "encoder" else 6}))  # fmt: skip
     fig.update_layout(title=title, xaxis={"type": "log", "title": "L0 (true mean)"},
                       yaxis={"title": "FVU", "type": "log"}, width=900, height=520)  # fmt: skip
-    try:
-        fig.write_image(str(path.with_suffix(".png")))
-    except Exception as e:  # kaleido needs a browser; the HTML always works
-        print(f"PNG export failed ({type(e).__name__}); writing HTML")
-        fig.write_html(str(path.with_suffix(".html")), include_plotlyjs=True)
+    save_plot(fig, path)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from figures import save_plot
 
 import attnviz
 from attnviz.analysis.steering import (
@@ -107,11 +108,7 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> None:
         ))  # fmt: skip
     fig.update_layout(title=title, xaxis={"title": "loss increase on held-out text (nats/token)"},
                       yaxis={"title": "P(rollout uses a target word)"}, width=900, height=520)  # fmt: skip
-    try:
-        fig.write_image(str(path.with_suffix(".png")))
-    except Exception as e:  # kaleido needs a browser; the HTML always works
-        print(f"PNG export failed ({type(e).__name__}); writing HTML")
-        fig.write_html(str(path.with_suffix(".html")), include_plotlyjs=True)
+    save_plot(fig, path)
 
 
 def main() -> None:

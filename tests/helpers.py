@@ -7,7 +7,7 @@ import torch
 from attnviz.dictionaries.pair_table import PairTable
 from attnviz.dictionaries.qk import QKConfig, QKDictionary
 
-__all__ = ["TEXT", "head_mixing_sae", "make_qk"]
+__all__ = ["TEXT", "Recorder", "ask", "head_mixing_sae", "make_qk"]
 
 TEXT = "The cat sat on the mat because it was tired of walking"
 """A short prompt for the tiny models."""
@@ -56,3 +56,32 @@ def head_mixing_sae(spec, site: str = "z", layers: int | list[int] = 1, seed: in
         sae.coder.b_enc.zero_()
         sae.coder.b_out.zero_()
     return sae
+
+
+class Recorder:
+    """Stands in for a widget's send(): keeps every message it is given (from any thread)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sent: list[dict] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, content, buffers=None):
+        with self.lock:
+            self.sent.append(content)
+
+    def of(self, rid: str) -> list[dict]:
+        return [c for c in self.sent if c.get("id") == rid]
+
+
+def ask(view, monkeypatch, rid: str, method: str, **args) -> list[dict]:
+    """Send `view` a request as its front end would and wait for the reply: the messages for
+    request `rid` (every progress step shows: the throttle is off)."""
+    recorder = getattr(view, "recorder", None) or Recorder()
+    view.recorder = recorder
+    monkeypatch.setattr(view, "send", recorder)
+    monkeypatch.setattr("attnviz.widgets.requests.PROGRESS_INTERVAL_S", 0.0)
+    view.requests.on_message(view, {"kind": "request", "id": rid, "method": method, "args": args})
+    view.requests.wait(timeout=120)
+    return recorder.of(rid)

@@ -6,8 +6,6 @@ The browser side is tests/browser/test_head_loading_explorer.py."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -21,7 +19,7 @@ from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.charts import series_values
 from attnviz.widgets.feature_panel import examples_payload
 from attnviz.widgets.head_loadings import HeadLoadingExplorer
-from tests.helpers import TEXT, head_mixing_sae
+from tests.helpers import TEXT, ask, head_mixing_sae
 
 KS = range(2, 9)
 
@@ -57,28 +55,6 @@ def shown(sae, density):
     view = HeadLoadingExplorer(sae, density=density, ks=KS, seed=1, k=6)
     view.analyse()
     return view
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, content, buffers=None):
-        with self.lock:
-            self.sent.append(content)
-
-    def of(self, rid: str) -> list[dict]:
-        return [c for c in self.sent if c.get("id") == rid]
-
-
-def ask(view, monkeypatch, rid: str, method: str, **args) -> list[dict]:
-    recorder = getattr(view, "recorder", None) or Recorder()
-    view.recorder = recorder
-    monkeypatch.setattr(view, "send", recorder)
-    view.requests.on_message(view, {"kind": "request", "id": rid, "method": method, "args": args})
-    view.requests.wait(timeout=120)
-    return recorder.of(rid)
 
 
 def test_payloads_equal_the_analysis(shown, sae, density):

@@ -5,8 +5,6 @@ method, L0) and are cached, and bad input shows in the widget with the fix."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -20,7 +18,7 @@ from attnviz.widgets import ito_held, static
 from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.export import widget_state
 from attnviz.widgets.ito import ITOExplorer
-from tests.helpers import TEXT
+from tests.helpers import TEXT, ask
 
 L0S = (1, 2, 4, 8)
 METHODS = ("topk", "mp", "gp")
@@ -72,28 +70,6 @@ def contexts(model):
 @pytest.fixture(scope="module")
 def shown(model, saes, contexts):
     return ITOExplorer(model, saes, TEXT, l0=4, l0s=L0S, methods=METHODS, contexts=contexts)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, content, buffers=None):
-        with self.lock:
-            self.sent.append(content)
-
-    def of(self, rid: str) -> list[dict]:
-        return [c for c in self.sent if c.get("id") == rid]
-
-
-def ask(view, monkeypatch, rid: str, method: str, **args) -> list[dict]:
-    recorder = Recorder()
-    monkeypatch.setattr(view, "send", recorder)
-    monkeypatch.setattr("attnviz.widgets.requests.PROGRESS_INTERVAL_S", 0.0)  # every step shows
-    view.requests.on_message(view, {"kind": "request", "id": rid, "method": method, "args": args})
-    view.requests.wait(timeout=120)
-    return recorder.of(rid)
 
 
 def prompt_inputs(model, sae, text=TEXT):

@@ -4,8 +4,6 @@ damage() of each method, bad input shows in the widget with the fix, export and 
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
@@ -16,7 +14,7 @@ from attnviz.widgets import static
 from attnviz.widgets import steering as steering_widget
 from attnviz.widgets.export import widget_state
 from attnviz.widgets.steering import SteeringLab
-from tests.helpers import TEXT
+from tests.helpers import TEXT, ask
 
 RELATIVE = (0.0, 1.0, 3.0)
 
@@ -149,14 +147,6 @@ def test_state_export_and_figure(model, sae, contexts, tmp_path):
 def test_the_sweep_request_runs_in_a_worker(model, sae, contexts, monkeypatch):
     view = lab(model, sae, contexts)
     monkeypatch.setattr(steering_widget, "SWEEP_RELATIVE", (0.0, 2.0))
-    sent, lock = [], threading.Lock()
-
-    def record(content, buffers=None):
-        with lock:
-            sent.append(content)
-
-    monkeypatch.setattr(view, "send", record)
-    view.requests.on_message(view, {"kind": "request", "id": "s", "method": "sweep", "args": {}})
-    view.requests.wait(timeout=120)
+    sent = ask(view, monkeypatch, "s", "sweep")
     assert sent[-1]["kind"] == "answer", sent[-1]
     assert [len(p) for p in view.sweep["points"]] == [2, 2, 2]
