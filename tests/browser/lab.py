@@ -86,6 +86,20 @@ class Lab:
         nbformat.write(nb, path)
         return path
 
+    def save_and_end_kernels(self, page: Any, name: str) -> set[str]:
+        """Save the open notebook with its widget state (Ctrl+S, waiting until the file holds
+        it), then end every session, so the widgets must re-render without a kernel. Returns the
+        ids of the kernels that were running."""
+        page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 30
+        while "widgets" not in json.loads((self.root / name).read_text())["metadata"]:
+            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
+            time.sleep(0.5)
+        ran = {k["id"] for k in self.api("GET", "/api/kernels") or []}
+        for session in self.api("GET", "/api/sessions") or []:
+            self.api("DELETE", f"/api/sessions/{session['id']}")
+        return ran
+
     def log_tail(self, chars: int = 6000) -> str:
         try:
             return self.log.read_text(errors="replace")[-chars:]

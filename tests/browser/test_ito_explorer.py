@@ -174,21 +174,11 @@ SHOWN = """root => ({
 
 
 def test_a_saved_notebook_re_renders_without_its_kernel(widgets, lab, screenshots):
-    import json
-    import time
-
     root = widgets["w"]
     page = root.page
     live = root.evaluate(SHOWN)
     page.locator(".jp-Cell .jp-InputArea-prompt").first.click()  # focus the notebook, not a box
-    page.keyboard.press("Control+s")
-    deadline = time.monotonic() + 30
-    while "widgets" not in json.loads((lab.root / NOTEBOOK).read_text())["metadata"]:
-        assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
-        time.sleep(0.5)
-    ran = {k["id"] for k in lab.api("GET", "/api/kernels") or []}
-    for session in lab.api("GET", "/api/sessions") or []:  # the kernel that drew it is gone
-        lab.api("DELETE", f"/api/sessions/{session['id']}")
+    ran = lab.save_and_end_kernels(page, NOTEBOOK)
     page.goto(lab.notebook_url(NOTEBOOK))
     again = page.locator('[data-testid="ito-explorer"]').first
     again.get_by_test_id("scatter-chart").wait_for(timeout=TIMEOUT_MS)

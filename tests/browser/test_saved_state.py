@@ -4,9 +4,6 @@ notebook (tests/browser/lab.py turns saveState on)."""
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 
 from tests.browser.lab import open_and_run
@@ -34,14 +31,7 @@ def test_saved_widget_state_renders_without_a_kernel(lab, browser, screenshots):
         root.locator('[data-testid="token-label"]').first.wait_for(timeout=240_000)
         root.get_by_test_id("thumb-7").click()
         live = root.get_by_test_id("heatmap").evaluate("c => c.toDataURL()")
-        page.keyboard.press("Control+s")
-        deadline = time.monotonic() + 30
-        while "widgets" not in json.loads((lab.root / NOTEBOOK).read_text())["metadata"]:
-            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
-            time.sleep(0.5)
-        ran = {k["id"] for k in lab.api("GET", "/api/kernels") or []}
-        for session in lab.api("GET", "/api/sessions") or []:  # the kernel that ran it is gone
-            lab.api("DELETE", f"/api/sessions/{session['id']}")
+        ran = lab.save_and_end_kernels(page, NOTEBOOK)
     finally:
         context.close()
 
@@ -107,14 +97,7 @@ def test_saved_feature_attribution_renders_its_features_and_dfa_without_a_kernel
         root = page.get_by_test_id("feature-attribution")
         root.get_by_test_id("feature-panel").wait_for(timeout=240_000)
         live = root.evaluate(FA_SHOWN)
-        page.keyboard.press("Control+s")
-        deadline = time.monotonic() + 30
-        while "widgets" not in json.loads((lab.root / FA_NOTEBOOK).read_text())["metadata"]:
-            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
-            time.sleep(0.5)
-        ran = {k["id"] for k in lab.api("GET", "/api/kernels") or []}
-        for session in lab.api("GET", "/api/sessions") or []:  # the kernel that ran it is gone
-            lab.api("DELETE", f"/api/sessions/{session['id']}")
+        ran = lab.save_and_end_kernels(page, FA_NOTEBOOK)
     finally:
         context.close()
     assert len(live["features"]) > 1 and live["panel"] == live["pressed"].split("-")[1]
@@ -172,13 +155,7 @@ def test_saved_head_loading_explorer_renders_its_clusters_without_a_kernel(lab, 
         page.wait_for_function("r => r.dataset.cluster === '2' && r.dataset.busy === 'false'",
                                arg=root.element_handle())  # fmt: skip
         live = root.evaluate(HL_SHOWN)
-        page.keyboard.press("Control+s")
-        deadline = time.monotonic() + 30
-        while "widgets" not in json.loads((lab.root / HL_NOTEBOOK).read_text())["metadata"]:
-            assert time.monotonic() < deadline, "the notebook was not saved with its widget state"
-            time.sleep(0.5)
-        for session in lab.api("GET", "/api/sessions") or []:  # the kernel that ran it is gone
-            lab.api("DELETE", f"/api/sessions/{session['id']}")
+        lab.save_and_end_kernels(page, HL_NOTEBOOK)
     finally:
         context.close()
     assert live["cluster"] == "2" and live["panel"]

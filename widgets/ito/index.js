@@ -10,7 +10,7 @@
 // button). In an exported file token clicks, hover and the shown scatter keep working.
 
 import { drawChart } from "../shared/charts.js";
-import { el, fillSelect, textEl } from "../shared/controls.js";
+import { el, fillSelect, submitOnEnter, textEl } from "../shared/controls.js";
 import { batched } from "../shared/events.js";
 import { fixed } from "../shared/format.js";
 import { createFrame } from "../shared/frame.js";
@@ -140,12 +140,7 @@ function render({ model, el: host }) {
   function submitPrompt() {
     if (prompt.value !== (model.get("prompt") ?? "")) frame.write({ prompt: prompt.value });
   }
-  prompt.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      submitPrompt();
-    }
-  });
+  submitOnEnter(prompt, submitPrompt);
   go.addEventListener("click", submitPrompt);
   dictSelect.addEventListener("change", () => {
     if (dictSelect.value !== model.get("dictionary")) frame.write({ dictionary: dictSelect.value });

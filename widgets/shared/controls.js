@@ -31,3 +31,14 @@ export function fillSelect(select, options, value) {
   }
   if (options.some(([v]) => v === value)) select.value = value;
 }
+
+/** Call `submit` when Enter is pressed in a text box (Shift+Enter still types a new line; keys
+ * composing a character are left alone). */
+export function submitOnEnter(box, submit) {
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      submit();
+    }
+  });
+}

@@ -8,7 +8,7 @@
 //   view.start({ all: renderAll, head: renderHead });
 //   return view.dispose;
 
-import { createCheckbox, el, textEl } from "./controls.js";
+import { createCheckbox, el, submitOnEnter, textEl } from "./controls.js";
 import { batched } from "./events.js";
 import { createFrame } from "./frame.js";
 import { createTooltip } from "./panel.js";
@@ -86,12 +86,7 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
   function submitPrompt() {
     if (prompt.value !== (model.get("prompt") ?? "")) frame.write({ prompt: prompt.value });
   }
-  prompt.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      submitPrompt();
-    }
-  });
+  submitOnEnter(prompt, submitPrompt);
   go.addEventListener("click", submitPrompt);
   unzoom.addEventListener("click", () => frame.write({ window: [] }));
   layerSelect.addEventListener("change", () => {

@@ -9,7 +9,7 @@
 // (hover) and point clicks keep working.
 
 import { drawChart } from "../shared/charts.js";
-import { el, fillSelect, textEl } from "../shared/controls.js";
+import { el, fillSelect, submitOnEnter, textEl } from "../shared/controls.js";
 import { batched } from "../shared/events.js";
 import { fixed } from "../shared/format.js";
 import { createFrame } from "../shared/frame.js";
@@ -184,15 +184,11 @@ function render({ model, el: host }) {
   onText(words, "words");
   // Keys typed here are the widget's: the notebook's shortcuts (Shift+Enter runs a cell) stay out.
   for (const input of [plus, minus, words, prompt, feature, seed]) input.addEventListener("keydown", (e) => e.stopPropagation());
-  prompt.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      if (prompt.value !== model.get("prompt")) write({ prompt: prompt.value });
-    }
-  });
-  prompt.addEventListener("change", () => {
+  const submitPrompt = () => {
     if (prompt.value !== model.get("prompt")) write({ prompt: prompt.value });
-  });
+  };
+  submitOnEnter(prompt, submitPrompt);
+  prompt.addEventListener("change", submitPrompt);
   feature.addEventListener("change", () => {
     const f = Number(feature.value);
     if (Number.isInteger(f) && f !== model.get("feature")) write({ feature: f });
