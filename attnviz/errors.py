@@ -20,6 +20,14 @@ class ModelUnavailableError(AttnvizError):
     """The model is known but cannot be loaded here (offline, package missing)."""
 
 
+class RemoteUnavailableError(ModelUnavailableError):
+    """remote=True was asked for, but NDIF cannot be used from here (offline, no API key)."""
+
+
+class NotAModelError(AttnvizError, TypeError):
+    """Something other than a model where a model was expected (a name, None, ...)."""
+
+
 class LayerOutOfRangeError(AttnvizError, IndexError):
     pass
 

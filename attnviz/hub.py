@@ -23,13 +23,30 @@ def offline_reason() -> str | None:
 def hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP connect to the Hub (or the HTTPS proxy), so that offline fails in seconds
     instead of after the HTTP client's retries."""
+    return reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host (or to the HTTPS proxy) opens within `timeout`."""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    target = urlparse(proxy or os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    target = urlparse(proxy or url)
     host, port = target.hostname, target.port or (443 if target.scheme != "http" else 80)
     if not host:
-        return True  # cannot tell; let datasets try
+        return True  # cannot tell; let the client try
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def ndif_problem(timeout: float = 3.0) -> str | None:
+    """Why nnsight's remote execution (NDIF) cannot be used from here, or None when it can."""
+    from nnsight import CONFIG
+
+    host = CONFIG.API.HOST
+    if not reachable(host, timeout):
+        return f"NDIF ({host}) cannot be reached from this machine"
+    if not CONFIG.API.APIKEY:
+        return "no NDIF API key is set (nnsight.CONFIG.set_default_api_key('...'), from ndif.us)"
+    return None

@@ -10,7 +10,7 @@ import torch
 
 from attnviz.models.adapter import positions_index
 from attnviz.models.generation import GREEDY, Sampling, generate, sample_next
-from attnviz.models.interventions import AddToResidual
+from attnviz.models.interventions import AddToResidual, AddToZ, Splice
 from tests.tiny_models import adapters_for, tiny_gpt2, tiny_llama
 
 PROMPT = [[0, 5, 17, 99, 4, 61]]
@@ -27,6 +27,14 @@ def steer(model, scale: float = 4.0, positions=None, layer: int = 1, seed: int =
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(model.spec.d_model, generator=g)
     return AddToResidual(layer, scale * v / v.norm() * 4, positions)
+
+
+def steer_z(model, scale: float = 4.0, positions=None, layer: int = 1, heads=(0, 2)):
+    s = model.spec
+    v = torch.randn(s.n_heads, s.d_head, generator=torch.Generator().manual_seed(5))
+    keep = torch.zeros(s.n_heads, 1)
+    keep[list(heads)] = 1
+    return AddToZ(layer, (scale * v * keep).flatten(), positions)
 
 
 def test_positions_count_from_the_sequence_start():
@@ -124,3 +132,31 @@ def test_sampling_rules():
     assert abs(share - float(logits.softmax(-1)[0, 0])) < 0.08  # Gumbel-max samples the softmax
     with pytest.raises(ValueError, match="one per row"):
         generate(adapters_for(tiny_llama(seed=1), "t")[1], [[0, 1], [0, 2]], 2, seeds=[1])
+
+
+@pytest.mark.parametrize("positions", [None, slice(0, 3)])
+def test_steering_heads_outputs_holds_on_cached_steps_on_both_backends(backends, positions):
+    iv = steer_z(backends[0], positions=positions)
+    runs = []
+    for model in backends:
+        cached = generate(model, PROMPT, 8, [iv], GREEDY)
+        assert torch.equal(cached, generate(model, PROMPT, 8, [iv], GREEDY, use_cache=False))
+        if positions is None:
+            assert not torch.equal(cached, generate(model, PROMPT, 8, [], GREEDY))
+        runs.append(model.run(cached, [iv]))
+    assert torch.allclose(runs[0], runs[1], atol=1e-4)  # TransformerLens = nnsight
+
+
+def test_adding_at_every_heads_output_equals_adding_its_W_O_image(backends):
+    """AddToZ over all heads = its image through W_O added to the attention output: checks
+    output_weights on both layouts (Llama o_proj, GPT-2's Conv1D c_proj)."""
+    tokens = torch.tensor(PROMPT)
+    for model in backends:
+        s = model.spec
+        iv = steer_z(model, heads=range(s.n_heads))
+        image = torch.einsum("hd,hdm->m", iv.vector.reshape(s.n_heads, s.d_head),
+                             model.output_weights(1).float())  # fmt: skip
+        via_out = Splice(1, "attn_out", lambda x, v=image: x + v.to(x))
+        assert torch.allclose(model.run(tokens, [iv]), model.run(tokens, [via_out]), atol=1e-4)
+        with pytest.raises(ValueError, match="hook_z"):
+            model.run(tokens, [AddToZ(1, torch.zeros(s.d_model + 1))])

@@ -26,6 +26,7 @@ from attnviz.analysis.steering import (
     success_rate,
     sweep,
     word_matcher,
+    z_direction,
     zlib_ratio,
 )
 from attnviz.dictionaries.sae import SAE, SAEConfig
@@ -85,8 +86,10 @@ def test_feature_directions_and_their_errors(model, resid_sae):
     with pytest.raises(ValueError, match="out of range"):
         feature_direction(resid_sae, 64)
     z = SAE(SAEConfig.for_model(model.spec, "z", 1, 16))
-    with pytest.raises(ValueError, match="resid_pre SAE"):
+    with pytest.raises(ValueError, match="model="):
         feature_direction(z, 0)
+    with pytest.raises(ValueError, match="heads="):
+        feature_direction(resid_sae, 0, heads=2)
     recon = actadd(model, "The cat", "Dogs", 1, sae=resid_sae)
     assert recon.name.startswith("SAE reconstruction") and recon.vectors.shape[0] == 3
     ids = padding_features(model, resid_sae, top=4)
@@ -147,3 +150,26 @@ def test_sweep_table_damage_and_frontier(model):
     # greedy decoding is deterministic whatever the seed
     g = rollouts(model, v, [1.0], TEXT, n_rollouts=2, n_new=4, sampling=GREEDY)
     assert torch.equal(g[0, 0], g[0, 1])
+
+
+def test_a_z_feature_steers_through_its_top_loading_heads(model):
+    torch.manual_seed(1)
+    z = SAE(SAEConfig.for_model(model.spec, "z", 1, 16))
+    s = model.spec
+    row = z.W_dec[3].detach().reshape(s.n_heads, s.d_head)
+    top = int(row.norm(dim=-1).argmax())
+    one = z_direction(model, z, 3, heads=1)
+    blocks = one.vectors.reshape(s.n_heads, s.d_head)
+    assert one.site == "z" and f"heads {top}" in one.name
+    assert torch.count_nonzero(blocks.norm(dim=-1)) == 1 and blocks[top].norm() > 0
+    assert one.norm == pytest.approx(1.0, abs=1e-5)  # unit write to the residual stream
+    every = feature_direction(z, 3, model=model)
+    assert "all heads" in every.name and every.norm == pytest.approx(1.0, abs=1e-5)
+    tokens = model.to_tokens(TEXT)
+    assert not torch.allclose(model.run(tokens), model.run(tokens, one.interventions(8.0)))
+    ids = rollouts(model, one, [0.0, 8.0], "The cat", n_rollouts=2, n_new=4)
+    assert torch.equal(ids[0], rollouts(model, None, [0.0], "The cat", n_rollouts=2, n_new=4)[0])
+    with pytest.raises(ValueError, match="heads"):
+        z_direction(model, z, 3, heads=[s.n_heads])
+    with pytest.raises(ValueError, match="residual-stream"):
+        project_out(one, torch.zeros(1, s.d_model))

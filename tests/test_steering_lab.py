@@ -126,8 +126,8 @@ def test_errors_name_the_fix_in_the_widget(model, sae, contexts):
     assert "out of range" in view.error and view.layer == 1
     bare = SteeringLab(model, None, contexts=contexts, source="feature", prompt="The cat", n_new=2)
     assert "no SAE in this widget" in bare.error
-    with pytest.raises(TypeError, match="resid_pre"):
-        SteeringLab(model, SAE(SAEConfig.for_model(model.spec, "z", 1, 16)), contexts=contexts)
+    with pytest.raises(TypeError, match="resid_pre or z SAE"):
+        SteeringLab(model, SAE(SAEConfig.for_model(model.spec, "v", 1, 16)), contexts=contexts)
 
 
 def test_state_export_and_figure(model, sae, contexts, tmp_path):
@@ -150,3 +150,27 @@ def test_the_sweep_request_runs_in_a_worker(model, sae, contexts, monkeypatch):
     sent = ask(view, monkeypatch, "s", "sweep")
     assert sent[-1]["kind"] == "answer", sent[-1]
     assert [len(p) for p in view.sweep["points"]] == [2, 2, 2]
+
+
+def test_a_z_sae_feature_steers_through_its_chosen_heads(model, contexts):
+    from attnviz.analysis.steering import z_direction
+
+    torch.manual_seed(2)
+    z = SAE(SAEConfig.for_model(model.spec, "z", 1, 32))
+    view = lab(model, z, contexts, source="feature", feature=7, relative=2.0)
+    assert view.error == "" and view.sae_site == "z" and view.n_heads == model.spec.n_heads
+    assert "all heads" in view.vector["name"]
+    view.heads = 1
+    want = z_direction(model, z, 7, heads=1)
+    assert view.error == "" and view.vector["name"] == want.name
+    ids = model.to_tokens("The cat sat")
+    coef = view.vector["coef"]
+    front = want.at(slice(0, ids.shape[1]))  # "front positions": the prompt's
+    out = generate(model, ids.expand(2, -1), 6, front.interventions(torch.tensor([coef, 0.0])),
+                   ACTADD_SAMPLING, seeds=[0, 0])  # fmt: skip
+    assert view.generation["steered"]["text"] == model.tokenizer.decode(
+        out[0, ids.shape[1] :].tolist()
+    )
+    assert list(view.methods()) == ["feature 7"]  # reconstruction / padding need a resid_pre SAE
+    view.feature = 99
+    assert "out of range" in view.error and view.feature == 7

@@ -7,8 +7,14 @@ from attnviz.models.adapter import (
     ModelSpec,
     QKWeights,
 )
-from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
-from attnviz.models.loading import load_model, wrap
+from attnviz.models.interventions import (
+    AddToResidual,
+    AddToZ,
+    Intervention,
+    ReplacePattern,
+    Splice,
+)
+from attnviz.models.loading import as_adapter, load_model, wrap
 from attnviz.models.registry import DEFAULT_MODEL, KNOWN_MODELS
 
 __all__ = [
@@ -16,6 +22,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "KNOWN_MODELS",
     "AddToResidual",
+    "AddToZ",
     "AttentionActivations",
     "Intervention",
     "ModelAdapter",
@@ -23,6 +30,7 @@ __all__ = [
     "QKWeights",
     "ReplacePattern",
     "Splice",
+    "as_adapter",
     "load_model",
     "wrap",
 ]

@@ -23,7 +23,13 @@ from torch import Tensor
 
 from attnviz.errors import ContextTooLongError, EmptyTextError, LayerOutOfRangeError
 from attnviz.models.attention import causal_mask, pattern_from_qk
-from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
+from attnviz.models.interventions import (
+    Additive,
+    AddToResidual,
+    Intervention,
+    ReplacePattern,
+    Splice,
+)
 from attnviz.models.rotary import Rotary
 
 ACTIVATION_FIELDS = ("resid_pre", "resid_normed", "q", "k", "q_rot", "k_rot", "v", "z", "pattern")
@@ -170,8 +176,11 @@ class ModelAdapter(ABC):
         return self.check_tokens(rows)
 
     def to_str_tokens(self, tokens: Tensor) -> list[str]:
+        """The text of each token. Byte-level BPE splits some characters (CJK, emoji) across
+        tokens, whose bytes alone decode to U+FFFD; each token of such a run shows the run's
+        text with its piece marked: "日本[1/3]", "日本[2/3]", ... (see merged_pieces)."""
         ids = torch.as_tensor(tokens).reshape(-1).tolist()
-        return [self.tokenizer.decode([i]) for i in ids]
+        return merged_pieces(ids, lambda run: self.tokenizer.decode(run))
 
     # ---- what analysis needs -----------------------------------------------------------
 
@@ -222,9 +231,8 @@ class ModelAdapter(ABC):
             self.check_layer(iv.layer)
             if isinstance(iv, Splice) and iv.site not in SPLICE_SITES:
                 raise ValueError(f"unknown splice site {iv.site!r}: choose from {SPLICE_SITES}")
-            rows = iv.vector.shape[0] if isinstance(iv, AddToResidual) else 0
-            if isinstance(iv, AddToResidual) and iv.vector.ndim == 2 and rows != tokens.shape[0]:
-                raise ValueError(f"{rows} vectors for a batch of {tokens.shape[0]}")
+            if isinstance(iv, Additive):
+                self._check_additive(iv, tokens.shape[0])
             if isinstance(iv, ReplacePattern):
                 want = (tokens.shape[0], len(iv.heads), tokens.shape[1], tokens.shape[1])
                 if tuple(iv.pattern.shape) != want:
@@ -238,17 +246,33 @@ class ModelAdapter(ABC):
         self, tokens: Tensor, interventions: Sequence[Intervention] = (), cache: Any = None
     ) -> tuple[Tensor, Any]:
         """Logits [batch new vocab] of `tokens`, the positions after those `cache` holds (None: a
-        new sequence), and the cache to pass with the next tokens. Interventions: AddToResidual
-        (its positions count from the sequence's start, so steering holds on every step)."""
+        new sequence), and the cache to pass with the next tokens. Interventions: AddToResidual and
+        AddToZ (their positions count from the sequence's start, so steering holds on every step)."""
         tokens = self.check_tokens(tokens)
         for iv in interventions:
             self.check_layer(iv.layer)
-            if not isinstance(iv, AddToResidual):
+            if not isinstance(iv, Additive):
                 raise ValueError(f"{type(iv).__name__} needs the whole sequence: use run()")
-            if iv.vector.ndim == 2 and iv.vector.shape[0] != tokens.shape[0]:
-                raise ValueError(f"{iv.vector.shape[0]} vectors for a batch of {tokens.shape[0]}")
+            self._check_additive(iv, tokens.shape[0])
         with torch.no_grad():
             return self._forward_cached(tokens, list(interventions), cache)
+
+    def _check_additive(self, iv: Additive, batch: int) -> None:
+        s = self.spec
+        width = s.d_model if isinstance(iv, AddToResidual) else s.n_heads * s.d_head
+        where = "the residual stream" if isinstance(iv, AddToResidual) else "hook_z"
+        if iv.vector.shape[-1] != width or iv.vector.ndim not in (1, 2):
+            raise ValueError(
+                f"a vector for {where} of {s.name} is [{width}] (or [batch, {width}]); got shape "
+                f"{tuple(iv.vector.shape)}"
+            )
+        if iv.vector.ndim == 2 and iv.vector.shape[0] != batch:
+            raise ValueError(f"{iv.vector.shape[0]} vectors for a batch of {batch}")
+
+    def output_weights(self, layer: int) -> Tensor:
+        """W_O [n_heads d_head d_model]: what each head writes to the residual stream per unit
+        of its z (the attention output is sum_h z_h @ W_O[h], plus a bias)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose W_O")
 
     def _forward_cached(
         self, tokens: Tensor, interventions: list[Intervention], cache: Any
@@ -298,6 +322,32 @@ def normalise(resid: Tensor, normalization: str, eps: float) -> Tensor:
     return out.to(resid.dtype)
 
 
+REPLACEMENT = "\ufffd"
+MAX_PIECES = 8  # a UTF-8 character is at most 4 bytes; runs of several characters can be longer
+
+
+def merged_pieces(ids: Sequence[int], decode: Any) -> list[str]:
+    """Token texts, with runs of tokens that each hold part of a character decoded together:
+    every token of the run shows "<run text>[k/m]" (piece k of m). A token that really decodes to
+    U+FFFD (the character itself) stays as it is."""
+    texts = [decode([i]) for i in ids]
+    i = 0
+    while i < len(ids):
+        if REPLACEMENT not in texts[i]:
+            i += 1
+            continue
+        for j in range(i + 2, min(len(ids), i + MAX_PIECES) + 1):
+            whole = decode(list(ids[i:j]))
+            if REPLACEMENT not in whole:
+                for k in range(i, j):
+                    texts[k] = f"{whole}[{k - i + 1}/{j - i}]"
+                i = j
+                break
+        else:
+            i += 1
+    return texts
+
+
 def positions_index(
     positions: Sequence[int] | slice | None, offset: int = 0, length: int | None = None
 ) -> Any:
@@ -320,8 +370,9 @@ def positions_index(
 
 
 def add_at(resid: Tensor, vector: Tensor, index: Any) -> Tensor:
-    """resid [batch pos d] + vector ([d] or [batch, d]) at the positions `index` (a copy)."""
-    resid = resid.clone()
-    v = vector.to(resid)
-    resid[:, index] += v[:, None, :] if v.ndim == 2 else v
-    return resid
+    """resid [batch pos d] + vector ([d] or [batch, d]) at the positions `index` (a copy). An
+    activation split into heads [batch pos heads d_head] takes a vector of heads * d_head."""
+    out = resid.reshape(*resid.shape[:2], -1).clone()
+    v = vector.to(out)
+    out[:, index] += v[:, None, :] if v.ndim == 2 else v
+    return out.reshape(resid.shape)

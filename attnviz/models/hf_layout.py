@@ -95,6 +95,15 @@ def qk_weights(hf_model: Any, spec: ModelSpec, layer: int) -> QKWeights:
     return QKWeights(W_Q=W_Q, b_Q=b_Q, W_K=W_K, b_K=b_K)
 
 
+def output_weights(hf_model: Any, spec: ModelSpec, layer: int) -> Tensor:
+    """W_O [n_heads d_head d_model]: the attention output projection split by head."""
+    block = blocks(hf_model)[layer]
+    # Llama's Linear stores [out, in]; GPT-2's Conv1D already [in, out] = [heads*d_head, d_model].
+    llama = is_llama_like(hf_model)
+    W = block.self_attn.o_proj.weight.T if llama else block.attn.c_proj.weight
+    return W.reshape(spec.n_heads, spec.d_head, spec.d_model).detach()
+
+
 def rotary_tables(hf_model: Any, n_pos: int) -> Rotary | None:
     """The model's own rotary tables (so any rope scaling it uses is kept); None when absolute."""
     if not is_llama_like(hf_model):

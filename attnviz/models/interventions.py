@@ -31,6 +31,18 @@ class AddToResidual:
 
 
 @dataclass
+class AddToZ:
+    """Add `vector` [n_heads * d_head] (or [batch, n_heads * d_head]) to a layer's hook_z, the
+    heads' outputs before W_O, at `positions` (as AddToResidual). Zero blocks leave their heads
+    alone, so a vector with some heads' blocks set steers through those heads only; with every
+    block set it equals adding its W_O image to the attention output."""
+
+    layer: int
+    vector: Tensor
+    positions: Sequence[int] | slice | None = None
+
+
+@dataclass
 class Splice:
     """Replace the activation at a site with `module(activation)` (e.g. an SAE's reconstruction).
 
@@ -42,4 +54,6 @@ class Splice:
     module: Callable[[Tensor], Tensor]
 
 
-Intervention = ReplacePattern | AddToResidual | Splice
+Intervention = ReplacePattern | AddToResidual | AddToZ | Splice
+Additive = AddToResidual | AddToZ
+"""What a KV-cached generation step can hold (ModelAdapter.forward_cached)."""

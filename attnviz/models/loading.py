@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from attnviz.device import resolve_device, resolve_dtype
-from attnviz.errors import ModelUnavailableError
+from attnviz.errors import ModelUnavailableError, NotAModelError
 from attnviz.hub import hub_reachable, offline_reason
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.registry import DEFAULT_MODEL, KnownModel, resolve
@@ -21,14 +21,19 @@ def load_model(
     backend: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    remote: bool = False,
 ) -> ModelAdapter:
     """Load a model by name and wrap it in an adapter.
 
     backend: "transformer_lens" (HookedTransformer; default for the embedded model and
     TransformerLens names), "nnsight" (default for other Hugging Face ids) or "transformer_bridge"
     (TransformerLens 3's TransformerBridge). device: CUDA when available, else CPU.
+    remote: run on NDIF through nnsight (its weights are not downloaded); fails at once, saying
+    why, when NDIF cannot be used from here.
     """
     entry = resolve(name)
+    if remote:
+        return _remote(entry, backend)
     if backend is None:
         backend = (
             "nnsight" if entry.source == "hub" and entry.tl_name is None else "transformer_lens"
@@ -61,6 +66,24 @@ def load_model(
     )
     torch.nn.Module.to(hf_model, dev)
     return _wrap_hf(hf_model, tokenizer, entry, backend, dev, dt)
+
+
+def _remote(entry: KnownModel, backend: str | None) -> ModelAdapter:
+    if backend not in (None, "nnsight"):
+        raise ValueError(
+            f"remote=True runs through nnsight: use backend='nnsight', not {backend!r}"
+        )
+    from attnviz.models.nnsight_adapter import NNsightAdapter, require_ndif
+
+    require_ndif()
+    _require_hub(entry)  # the config and tokenizer still come from the hub
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from nnsight import LanguageModel
+
+        lm = LanguageModel(entry.hf_id)  # meta weights: NDIF holds the real ones
+    return NNsightAdapter(lm._model, lm.tokenizer, entry.name, entry.bos_token_id,
+                          remote=True, lm=lm)  # fmt: skip
 
 
 def _bridge(source: str, hf_model, tokenizer, entry: KnownModel, dev, dt) -> ModelAdapter:
@@ -144,3 +167,35 @@ def wrap(model: Any, tokenizer: Any = None, name: str | None = None) -> ModelAda
         f"cannot wrap a {type(model).__name__}: give a HookedTransformer, a Hugging Face causal "
         "LM or an nnsight LanguageModel"
     )
+
+
+def as_adapter(model: Any, needed_by: str = "this") -> ModelAdapter:
+    """`model` as an attnviz adapter: an adapter as it is; a HookedTransformer, TransformerBridge,
+    nnsight LanguageModel or Hugging Face model (with its tokenizer attached) wrapped; anything
+    else a NotAModelError saying what to pass."""
+    if isinstance(model, ModelAdapter):
+        return model
+    if isinstance(model, str):
+        raise NotAModelError(
+            f"{needed_by} needs a loaded model, not the name {model!r}: "
+            f"model = attnviz.load_model({model!r}) (offline: attnviz.load_model() loads the "
+            "embedded default), then pass model"
+        )
+    if model is None:
+        raise NotAModelError(
+            f"{needed_by} needs a model, got None: model = attnviz.load_model() (the embedded "
+            "default), or attnviz.wrap(your_model) for one you loaded"
+        )
+    try:
+        return wrap(model)
+    except ValueError as err:  # a Hugging Face model without its tokenizer
+        raise NotAModelError(
+            f"{needed_by} cannot use this {type(model).__name__} as it is ({err}): pass "
+            "attnviz.wrap(model, tokenizer)"
+        ) from None
+    except TypeError:
+        raise NotAModelError(
+            f"{needed_by} needs a model; got a {type(model).__name__}. Pass an attnviz model "
+            "(attnviz.load_model(...)), or a HookedTransformer, TransformerBridge, nnsight "
+            "LanguageModel or Hugging Face causal LM (attnviz.wrap(model, tokenizer))"
+        ) from None

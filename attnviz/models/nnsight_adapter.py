@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attnviz.errors import RemoteUnavailableError
+from attnviz.hub import ndif_problem
 from attnviz.models import hf_layout
 from attnviz.models.adapter import (
     AttentionActivations,
@@ -24,7 +26,13 @@ from attnviz.models.adapter import (
     positions_index,
 )
 from attnviz.models.attention import expand_kv_heads
-from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
+from attnviz.models.interventions import (
+    AddToResidual,
+    AddToZ,
+    Intervention,
+    ReplacePattern,
+    Splice,
+)
 from attnviz.models.rotary import Rotary
 
 
@@ -36,19 +44,49 @@ def _language_model(hf_model: Any, tokenizer: Any):
         return LanguageModel(hf_model, tokenizer=tokenizer)
 
 
+def require_ndif() -> None:
+    """Fail at once, with what to do, when remote execution cannot work from here."""
+    problem = ndif_problem()
+    if problem is not None:
+        raise RemoteUnavailableError(
+            f"remote=True runs the model on NDIF, but {problem}. Run it here instead "
+            "(remote=False, the default: the same code on this machine's CPU or GPU), or connect "
+            "to the internet and set an NDIF API key."
+        )
+
+
 class NNsightAdapter(ModelAdapter):
+    """remote=True sends every trace to NDIF (the model named by `lm`'s repo id runs there; its
+    weights need not be here): reading activations, steering and sweeps run unchanged. Generation
+    then reruns the sequence on each step (a KV cache does not cross the network)."""
+
     backend = "nnsight"
 
-    def __init__(self, hf_model: Any, tokenizer: Any, name: str, bos_token_id: int | None = None):
+    def __init__(self, hf_model: Any, tokenizer: Any, name: str, bos_token_id: int | None = None,
+                 *, remote: bool = False, lm: Any = None):  # fmt: skip
+        if remote:
+            require_ndif()
         hf_model.eval()
         if bos_token_id is None:
             bos_token_id = getattr(tokenizer, "bos_token_id", None)
         spec = hf_layout.spec_from_hf(hf_model, name, bos_token_id)
-        super().__init__(spec, tokenizer, next(hf_model.parameters()).device)
+        device = torch.device("cpu") if remote else next(hf_model.parameters()).device
+        super().__init__(spec, tokenizer, device)
         self.hf_model = hf_model
-        self.lm = _language_model(hf_model, tokenizer)
+        self.remote = remote
+        self.lm = lm if lm is not None else _language_model(hf_model, tokenizer)
         self.llama = hf_layout.is_llama_like(hf_model)
         self._rotary = hf_layout.RotaryCache(lambda n: hf_layout.rotary_tables(hf_model, n))
+
+    def _trace(self, tokens: Tensor) -> Any:
+        return self.lm.trace(tokens, remote=True) if self.remote else self.lm.trace(tokens)
+
+    def _local_weights(self, what: str) -> None:
+        if self.remote:
+            raise RemoteUnavailableError(
+                f"{what} of a remote model are on NDIF, not here: load the model locally "
+                "(remote=False) to read its weights"
+            )
 
     # ---- module paths ------------------------------------------------------------------
 
@@ -64,7 +102,7 @@ class NNsightAdapter(ModelAdapter):
         b, n = tokens.shape
         need = set(fields)
         saved: dict[str, Any] = {}  # made outside: nnsight runs the block's body separately
-        with self.lm.trace(tokens) as tracer:
+        with self._trace(tokens) as tracer:
             block = self._layers(self.lm)[layer]
             attn = block.self_attn if self.llama else block.attn
             # nnsight requires reading modules in the order they run.
@@ -109,7 +147,12 @@ class NNsightAdapter(ModelAdapter):
         return acts
 
     def qk_weights(self, layer: int) -> QKWeights:
+        self._local_weights("the query/key weights")
         return hf_layout.qk_weights(self.hf_model, self.spec, self.check_layer(layer))
+
+    def output_weights(self, layer: int) -> Tensor:
+        self._local_weights("the output weights")
+        return hf_layout.output_weights(self.hf_model, self.spec, self.check_layer(layer))
 
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
         return self._rotary.get(n_pos)
@@ -121,7 +164,7 @@ class NNsightAdapter(ModelAdapter):
         by_layer: dict[int, list[Intervention]] = {}
         for iv in interventions:
             by_layer.setdefault(iv.layer, []).append(iv)
-        with self.lm.trace(tokens):
+        with self._trace(tokens):
             for layer in sorted(by_layer):
                 block = self._layers(self.lm)[layer]
                 attn = block.self_attn if self.llama else block.attn
@@ -138,19 +181,24 @@ class NNsightAdapter(ModelAdapter):
                         block.input = iv.module(block.input)
                 replacements = [iv for iv in ivs if isinstance(iv, ReplacePattern)]
                 z_splices = [iv for iv in ivs if isinstance(iv, Splice) and iv.site == "z"]
+                z_adds = [iv for iv in ivs if isinstance(iv, AddToZ)]
                 if replacements:
                     v = (
                         attn.v_proj.output
                         if self.llama
                         else attn.c_attn.output[..., 2 * s.d_model :]
                     )
-                if replacements or z_splices:
+                if replacements or z_splices or z_adds:
                     out_proj = attn.o_proj if self.llama else attn.c_proj
                     z = out_proj.input
                     for iv in replacements:
                         z = self._replace_heads(z, v, iv)
                     for iv in z_splices:
                         z = iv.module(z)
+                    for iv in z_adds:
+                        index = positions_index(iv.positions, 0, tokens.shape[1])
+                        if index is not None:
+                            z = add_at(z, iv.vector.to(self.device), index)
                     out_proj.input = z
                 for iv in ivs:
                     if isinstance(iv, Splice) and iv.site == "attn_out":
@@ -166,22 +214,27 @@ class NNsightAdapter(ModelAdapter):
     ) -> tuple[Tensor, Any]:
         """The Hugging Face model's own KV cache, steered by forward pre-hooks on the layers
         (no tracing: a generation step is one small forward pass)."""
+        if self.remote:
+            return super()._forward_cached(tokens, interventions, cache)
         offset = 0 if cache is None else int(cache.get_seq_length())
         self.check_tokens(torch.zeros(1, offset + tokens.shape[1], dtype=torch.long))
         handles = []
         for iv in interventions:
-            assert isinstance(iv, AddToResidual)
+            assert isinstance(iv, AddToResidual | AddToZ)
 
-            def add(module: Any, args: tuple, kwargs: dict, iv: AddToResidual = iv) -> Any:
-                h = args[0] if args else kwargs["hidden_states"]
+            def add(module: Any, args: tuple, kwargs: dict, iv: Any = iv) -> Any:
+                key = "hidden_states" if isinstance(iv, AddToResidual) else "input"
+                h = args[0] if args else kwargs[key]
                 index = positions_index(iv.positions, offset, h.shape[1])
                 if index is None:
                     return None
                 h = add_at(h, iv.vector, index)
-                return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+                return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, key: h})
 
-            layer = self._layers(self.hf_model)[iv.layer]
-            handles.append(layer.register_forward_pre_hook(add, with_kwargs=True))
+            block = self._layers(self.hf_model)[iv.layer]
+            if isinstance(iv, AddToZ):  # the input of the output projection is hook_z
+                block = block.self_attn.o_proj if self.llama else block.attn.c_proj
+            handles.append(block.register_forward_pre_hook(add, with_kwargs=True))
         # transformers renamed past_key_values to cache (5.x); take whichever this one has.
         key = (
             "cache"

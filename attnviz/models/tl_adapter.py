@@ -18,7 +18,13 @@ from attnviz.models.adapter import (
     positions_index,
 )
 from attnviz.models.hf_layout import RotaryCache
-from attnviz.models.interventions import AddToResidual, Intervention, ReplacePattern, Splice
+from attnviz.models.interventions import (
+    AddToResidual,
+    AddToZ,
+    Intervention,
+    ReplacePattern,
+    Splice,
+)
 from attnviz.models.rotary import Rotary
 
 _SPLICE_HOOKS = {
@@ -119,6 +125,9 @@ class TransformerLensAdapter(ModelAdapter):
             W_K = W_K * w[None, :, None]
         return QKWeights(W_Q=W_Q.detach(), b_Q=b_Q.detach(), W_K=W_K.detach(), b_K=b_K.detach())
 
+    def output_weights(self, layer: int) -> Tensor:
+        return self.model.blocks[self.check_layer(layer)].attn.W_O.detach()
+
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
         if self.spec.positional != "rotary":
             return None
@@ -176,6 +185,13 @@ class TransformerLensAdapter(ModelAdapter):
                 return resid if index is None else add_at(resid, iv.vector, index)
 
             return self._hook(L, "hook_resid_pre"), add_vector
+        if isinstance(iv, AddToZ):
+
+            def add_to_z(z, hook):  # [batch pos heads d_head]
+                index = positions_index(iv.positions, offset, z.shape[1])
+                return z if index is None else add_at(z, iv.vector, index)
+
+            return self._hook(L, "attn.hook_z"), add_to_z
         if isinstance(iv, Splice):
 
             def splice(act, hook):
@@ -212,6 +228,9 @@ class TransformerBridgeAdapter(TransformerLensAdapter):
 
     def qk_weights(self, layer: int) -> QKWeights:
         return hf_layout.qk_weights(self.hf_model, self.spec, self.check_layer(layer))
+
+    def output_weights(self, layer: int) -> Tensor:
+        return hf_layout.output_weights(self.hf_model, self.spec, self.check_layer(layer))
 
     # The bridge's forward takes no TransformerLens KV cache: generation reruns the sequence.
     _forward_cached = ModelAdapter._forward_cached

@@ -39,6 +39,7 @@ from attnviz.dictionaries.sae import SAE
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.generation import ACTADD_SAMPLING, generate
+from attnviz.models.loading import as_adapter
 from attnviz.widgets.base import Widget
 from attnviz.widgets.charts import chart_figure, chart_spec
 from attnviz.widgets.feature_attribution import model_lock
@@ -80,10 +81,10 @@ class SteeringLab(Widget):
     """Steering with a slider and a sweep.
 
     Traits (synced; view state first): source ("pair" or "feature"), plus, minus, feature,
-    layer, positions ("front": the pair's positions, or a feature's at the prompt's; "all": every
+    heads (a z SAE's feature: 0 = every head, through W_O; k = its k top-loading heads), layer, positions ("front": the pair's positions, or a feature's at the prompt's; "all": every
     position, the generated ones too), prompt, words (comma separated),
     relative (the slider), seed, n_new, rollouts (per coefficient in a sweep), point ([series,
-    index] of the clicked sweep point, or []); layers, has_sae, vector ({name, norm,
+    index] of the clicked sweep point, or []); layers, has_sae, sae_site, n_heads, vector ({name, norm,
     resid_norm, coef}), generation ({prompt, relative, coef, seed, steered / unsteered: {text,
     hits}}), sweep ({chart, points: [[{method, relative, coef, p_success, p_lo, p_hi,
     loss_increase, ..., rollouts: [{text, hits}]}]], complete}), error, busy."""
@@ -94,6 +95,7 @@ class SteeringLab(Widget):
     plus = traitlets.Unicode("Anger").tag(sync=True)
     minus = traitlets.Unicode("Calm").tag(sync=True)
     feature = traitlets.Int(0).tag(sync=True)
+    heads = traitlets.Int(0).tag(sync=True)
     layer = traitlets.Int(0).tag(sync=True)
     positions = traitlets.Unicode("front").tag(sync=True)
     prompt = traitlets.Unicode("I think you're").tag(sync=True)
@@ -105,6 +107,8 @@ class SteeringLab(Widget):
     point = traitlets.List(traitlets.Int()).tag(sync=True)
     layers = traitlets.List(traitlets.Int()).tag(sync=True)
     has_sae = traitlets.Bool(False).tag(sync=True)
+    sae_site = traitlets.Unicode("").tag(sync=True)
+    n_heads = traitlets.Int(0).tag(sync=True)
     vector = traitlets.Dict().tag(sync=True)
     generation = traitlets.Dict().tag(sync=True)
     sweep = traitlets.Dict().tag(sync=True)
@@ -114,12 +118,14 @@ class SteeringLab(Widget):
     def __init__(self, model: ModelAdapter, sae: SAE | None = None, *, layer: int | None = None,
                  contexts: Tensor | None = None, **kwargs: Any) -> None:  # fmt: skip
         """sae: a resid_pre SAE (feature vectors, the SAE-reconstruction and padding-projection
-        methods of a sweep); its layer is the default. contexts: held-out token ids [n, ctx] for
+        methods of a sweep) or a z SAE (features added at hook_z of every head or of their
+        top-loading heads); its layer is the default. contexts: held-out token ids [n, ctx] for
         the residual norm and the damage (default: DAMAGE_CONTEXTS of debian-docs's held-out
         documents). Other keywords set the traits (plus, minus, prompt, words, relative, ...)."""
-        if sae is not None and (sae.cfg.site != "resid_pre" or len(sae.cfg.layers) != 1):
-            raise TypeError(f"sae must be a one-layer resid_pre SAE; this one reads {sae.cfg.site} "
-                            f"of layers {sae.cfg.layers}")  # fmt: skip
+        model = as_adapter(model, "SteeringLab")
+        if sae is not None and (sae.cfg.site not in ("resid_pre", "z") or len(sae.cfg.layers) != 1):
+            raise TypeError(f"sae must be a one-layer resid_pre or z SAE; this one reads "
+                            f"{sae.cfg.site} of layers {sae.cfg.layers}")  # fmt: skip
         self._model, self._sae, self._contexts = model, sae, contexts
         self._norms: dict[int, float] = {}
         self._steer: SteeringVector | None = None
@@ -127,6 +133,8 @@ class SteeringLab(Widget):
         n = model.spec.n_layers
         default = sae.cfg.layer if sae is not None else n // 2
         super().__init__(layers=list(range(n)), has_sae=sae is not None,
+                         sae_site="" if sae is None else sae.cfg.site,
+                         n_heads=model.spec.n_heads,
                          layer=default if layer is None else layer, **kwargs)  # fmt: skip
         self._ready = True
         self._attempt(self._refresh, catch=(AttnvizError, ValueError))
@@ -152,15 +160,16 @@ class SteeringLab(Widget):
         where = None if self.positions == "all" else "front"
         if self.source == "feature":
             if self._sae is None:
-                raise AttnvizError("no SAE in this widget: pass sae= (a resid_pre SAE) to steer "
-                                   "with a feature, or use a prompt pair")  # fmt: skip
-            if self._sae.cfg.layer != layer:
-                raise AttnvizError(f"the SAE reads layer {self._sae.cfg.layer}, not {layer}: steer "
-                                   f"with its features at layer {self._sae.cfg.layer}, or pass an "
-                                   f"SAE of layer {layer} (attnviz train sae --site resid_pre "
-                                   f"--layer {layer})")  # fmt: skip
+                raise AttnvizError("no SAE in this widget: pass sae= (a resid_pre or z SAE) to "
+                                   "steer with a feature, or use a prompt pair")  # fmt: skip
+            c = self._sae.cfg
+            if c.layer != layer:
+                raise AttnvizError(f"the SAE reads layer {c.layer}, not {layer}: steer with its "
+                                   f"features at layer {c.layer}, or pass an SAE of layer {layer} "
+                                   f"(attnviz train sae --site {c.site} --layer {layer})")  # fmt: skip
+            heads = (self.heads or None) if c.site == "z" else None
             try:
-                v = feature_direction(self._sae, self.feature)
+                v = feature_direction(self._sae, self.feature, model=self._model, heads=heads)
             except ValueError as err:
                 raise AttnvizError(str(err)) from None
             return v if where is None else v.at(slice(0, self._prompt_ids().shape[1]))
@@ -203,7 +212,8 @@ class SteeringLab(Widget):
         v = self.steering_vector()
         out = {"ActAdd" if self.source == "pair" else f"feature {self.feature}": v}
         sae = self._sae
-        if self.source == "pair" and sae is not None and sae.cfg.layer == v.layer:
+        if (self.source == "pair" and sae is not None and sae.cfg.site == "resid_pre"
+                and sae.cfg.layer == v.layer):  # fmt: skip
             with model_lock(self._model):
                 recon = actadd(self._model, self.plus, self.minus, v.layer, sae=sae)
                 pad = padding_features(self._model, sae)
@@ -271,8 +281,8 @@ class SteeringLab(Widget):
 
     # ---- reacting to the front end ------------------------------------------------------------
 
-    @traitlets.observe("source", "plus", "minus", "feature", "layer", "positions", "prompt",
-                       "words", "relative", "seed", "n_new")  # fmt: skip
+    @traitlets.observe("source", "plus", "minus", "feature", "heads", "layer", "positions",
+                       "prompt", "words", "relative", "seed", "n_new")  # fmt: skip
     def _changed(self, change: dict[str, Any]) -> None:
         if self._ready and not self._attempt(self._refresh, catch=(AttnvizError, ValueError)):
             self._quietly(change["name"], change["old"])

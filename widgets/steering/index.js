@@ -49,6 +49,7 @@ function render({ model, el: host }) {
   const plus = el("input", "", { type: "text", "data-testid": "plus", "aria-label": "prompt to steer towards", spellcheck: "false" });
   const minus = el("input", "", { type: "text", "data-testid": "minus", "aria-label": "prompt to steer away from", spellcheck: "false" });
   const feature = el("input", "", { type: "number", min: "0", step: "1", "data-testid": "feature", "aria-label": "SAE feature" });
+  const heads = el("select", "", { "data-testid": "heads", "aria-label": "heads the feature is added at" });
   const layer = el("select", "", { "data-testid": "layer", "aria-label": "layer" });
   const positions = el("select", "", { "data-testid": "positions", "aria-label": "positions" });
   const prompt = el("textarea", "av-prompt", { rows: "1", "data-testid": "prompt", "aria-label": "prompt to continue (Enter runs)", spellcheck: "false" });
@@ -61,7 +62,8 @@ function render({ model, el: host }) {
   const sweepButton = textEl("button", "av-go", "Sweep", { type: "button", "data-testid": "sweep-run", title: "rollouts at several strengths for each method, and their damage on held-out text" });
   const pairBox = el("span", "st-controls");
   pairBox.append(labelled("+", plus), labelled("−", minus));
-  const featureBox = labelled("feature", feature);
+  const featureBox = el("span", "st-controls");
+  featureBox.append(labelled("feature", feature), heads);
 
   const frame = createFrame(model, {
     testid: "steering-lab",
@@ -81,7 +83,7 @@ function render({ model, el: host }) {
   root.insertBefore(second, frame.controls.nextSibling);
   if (frame.isStatic) {
     root.insertBefore(textEl("div", "av-note", "Exported view: the generation, the chart and its points work here; another vector, strength or sweep needs the notebook.", { "data-testid": "static-note" }), second.nextSibling);
-    for (const c of [source, plus, minus, feature, layer, positions, prompt, words, seed, slider, sweepButton]) c.disabled = true;
+    for (const c of [source, plus, minus, feature, heads, layer, positions, prompt, words, seed, slider, sweepButton]) c.disabled = true;
   }
 
   const about = el("div", "av-note", { "data-testid": "about" });
@@ -103,6 +105,12 @@ function render({ model, el: host }) {
     fillSelect(source, [["pair", "prompt pair (ActAdd)"], ...(model.get("has_sae") ? [["feature", "SAE feature"]] : [])], model.get("source"));
     fillSelect(layer, (model.get("layers") ?? []).map((l) => [String(l), `layer ${l}`]), String(model.get("layer")));
     fillSelect(positions, [["front", "front positions"], ["all", "all positions"]], model.get("positions"));
+    // A z SAE's feature is added at hook_z: of every head (its W_O image) or of its top-loading heads.
+    const nHeads = model.get("n_heads") ?? 0;
+    const headChoices = [["0", "all heads (through W_O)"]];
+    for (let k = 1; k < nHeads; k += 1) headChoices.push([String(k), `top ${k} head${k > 1 ? "s" : ""}`]);
+    fillSelect(heads, headChoices, String(model.get("heads") ?? 0));
+    heads.style.display = model.get("sae_site") === "z" ? "" : "none";
     const isPair = model.get("source") !== "feature";
     pairBox.style.display = isPair ? "" : "none";
     featureBox.style.display = isPair ? "none" : "";
@@ -200,6 +208,7 @@ function render({ model, el: host }) {
   source.addEventListener("change", () => write({ source: source.value }));
   layer.addEventListener("change", () => write({ layer: Number(layer.value) }));
   positions.addEventListener("change", () => write({ positions: positions.value }));
+  heads.addEventListener("change", () => write({ heads: Number(heads.value) }));
   slider.addEventListener("input", () => {
     value.textContent = fixed(Number(slider.value), 2);
   });
@@ -229,7 +238,7 @@ function render({ model, el: host }) {
     frame.renderStatus();
   };
   const listeners = { "change:generation": scheduleData, "change:vector": scheduleData, "change:sweep": scheduleData, "change:point": renderRollouts };
-  for (const name of ["source", "plus", "minus", "feature", "layer", "positions", "prompt", "words", "relative", "seed", "layers", "has_sae"]) listeners[`change:${name}`] = controlsChanged;
+  for (const name of ["source", "plus", "minus", "feature", "layer", "positions", "prompt", "words", "relative", "seed", "layers", "has_sae", "heads", "sae_site", "n_heads"]) listeners[`change:${name}`] = controlsChanged;
   frame.listen(listeners);
   renderAll();
   return () => frame.dispose();

@@ -1,4 +1,4 @@
-"""Steering: vectors added to the residual stream (vectors), what they do to rollouts and to
+"""Steering: vectors added to the residual stream or to heads' outputs (vectors), what they do to rollouts and to
 held-out text (metrics), and coefficient sweeps with their Pareto frontier (sweep)."""
 
 from attnviz.analysis.steering.metrics import (
@@ -19,6 +19,7 @@ from attnviz.analysis.steering.vectors import (
     padding_features,
     project_out,
     residual_norm,
+    z_direction,
 )
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "success_rate",
     "sweep",
     "word_matcher",
+    "z_direction",
     "zlib_ratio",
 ]

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from attnviz.dictionaries.sae import SAE
 from attnviz.models.adapter import ModelAdapter
-from attnviz.models.interventions import AddToResidual
+from attnviz.models.interventions import Additive, AddToResidual, AddToZ
 
 __all__ = [
     "SteeringVector",
@@ -29,19 +29,26 @@ __all__ = [
     "padding_features",
     "project_out",
     "residual_norm",
+    "z_direction",
 ]
 
 
 @dataclass
 class SteeringVector:
-    """What to add before `layer`: one row of `vectors` [n, d_model] per position of `positions`
-    (a list: ActAdd's front positions), or a single row added at `positions` (None: every
-    position, also the generated ones; slice(i, None): from position i on)."""
+    """What to add at `layer`: one row of `vectors` per position of `positions` (a list: ActAdd's
+    front positions), or a single row added at `positions` (None: every position, also the
+    generated ones; slice(i, None): from position i on).
+
+    site "resid_pre": rows are [d_model], added to the residual stream before the layer.
+    site "z": rows are [n_heads * d_head], added to the layer's hook_z (heads whose block is zero
+    are left alone); `written` holds what each row writes to the residual stream (through W_O)."""
 
     name: str
     layer: int
     vectors: Tensor
     positions: list[int] | slice | None = None
+    site: str = "resid_pre"
+    written: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.vectors = self.vectors.detach().float().reshape(-1, self.vectors.shape[-1])
@@ -49,26 +56,32 @@ class SteeringVector:
             raise ValueError(f"{self.vectors.shape[0]} vectors for {len(self.positions)} positions")
         if not isinstance(self.positions, list) and self.vectors.shape[0] != 1:
             raise ValueError("several vectors need a list of positions, one each")
+        if self.site not in ("resid_pre", "z"):
+            raise ValueError(f"steering site {self.site!r}: choose resid_pre or z")
+        if self.site == "z" and self.written is None:
+            raise ValueError("a z steering vector needs `written` (its W_O image): use z_direction")
 
     @property
     def norm(self) -> float:
-        """The mean norm of the rows (what a coefficient of 1 adds at a position)."""
-        return float(self.vectors.norm(dim=-1).mean())
+        """The mean norm of what a coefficient of 1 adds to the residual stream at a position."""
+        rows = self.vectors if self.written is None else self.written
+        return float(rows.reshape(self.vectors.shape[0], -1).norm(dim=-1).mean())
 
-    def interventions(self, coefs: float | Sequence[float] | Tensor) -> list[AddToResidual]:
-        """AddToResidual(s) adding coef x this vector; a sequence of coefficients gives one row
-        of a batch each (a sweep in one forward pass)."""
+    def interventions(self, coefs: float | Sequence[float] | Tensor) -> list[Additive]:
+        """AddToResidual / AddToZ adding coef x this vector; a sequence of coefficients gives one
+        row of a batch each (a sweep in one forward pass)."""
         c = torch.as_tensor(coefs, dtype=torch.float32)
         rows = c * self.vectors if c.ndim == 0 else c[:, None, None] * self.vectors[None]
+        kind = AddToResidual if self.site == "resid_pre" else AddToZ
         if not isinstance(self.positions, list):
-            return [AddToResidual(self.layer, rows[..., 0, :], self.positions)]
-        return [
-            AddToResidual(self.layer, rows[..., i, :], [p]) for i, p in enumerate(self.positions)
-        ]
+            return [kind(self.layer, rows[..., 0, :], self.positions)]
+        return [kind(self.layer, rows[..., i, :], [p]) for i, p in enumerate(self.positions)]
 
     def at(self, positions: slice | None) -> SteeringVector:
         """The same direction (rows averaged) added at other positions."""
-        return replace(self, vectors=self.vectors.mean(0, keepdim=True), positions=positions)
+        written = None if self.written is None else self.written.mean(0, keepdim=True)
+        return replace(self, vectors=self.vectors.mean(0, keepdim=True), positions=positions,
+                       written=written)  # fmt: skip
 
     @property
     def steered_until(self) -> int:
@@ -139,20 +152,67 @@ def _check_resid_sae(sae: SAE, layer: int) -> None:
         )
 
 
-def feature_direction(sae: SAE, feature: int, unit: bool = True,
-                      positions: slice | None = None) -> SteeringVector:  # fmt: skip
-    """An SAE feature's decoder row (unit norm by default) of a resid_pre SAE."""
-    c = sae.cfg
-    _check_resid_sae(sae, c.layer)
-    if not 0 <= feature < c.d_sae:
+def _check_feature(sae: SAE, feature: int) -> None:
+    if not 0 <= feature < sae.cfg.d_sae:
         raise ValueError(
-            f"feature {feature} is out of range: this SAE has features 0-{c.d_sae - 1}"
+            f"feature {feature} is out of range: this SAE has features 0-{sae.cfg.d_sae - 1}"
         )
+
+
+def feature_direction(sae: SAE, feature: int, unit: bool = True, positions: slice | None = None,
+                      *, model: ModelAdapter | None = None,
+                      heads: Sequence[int] | int | None = None) -> SteeringVector:  # fmt: skip
+    """An SAE feature's decoder row (unit norm by default). A resid_pre SAE's row is added to the
+    residual stream; a z SAE's (needs `model`) goes to hook_z: see z_direction for `heads`."""
+    c = sae.cfg
+    if c.site == "z":
+        if model is None:
+            raise ValueError("a z SAE feature steers through the model's W_O: pass model=")
+        return z_direction(model, sae, feature, heads, unit, positions)
+    if heads is not None:
+        raise ValueError("heads= chooses heads of a z SAE feature; this SAE reads " + c.site)
+    _check_resid_sae(sae, c.layer)
+    _check_feature(sae, feature)
     v = sae.W_dec[feature].detach().float().cpu()
     v = v / v.norm() if unit else v
     return SteeringVector(
         f"feature {feature} of {c.site} SAE at layer {c.layer}", c.layer, v, positions
     )
+
+
+def z_direction(model: ModelAdapter, sae: SAE, feature: int,
+                heads: Sequence[int] | int | None = None, unit: bool = True,
+                positions: slice | None = None) -> SteeringVector:  # fmt: skip
+    """A z (hook_z) SAE feature's decoder row added at the layer's hook_z. heads: None = every
+    head (the same as adding the row's W_O image to the attention output); an int k = the k heads
+    the feature loads on most (largest decoder norm per head block); a list = those heads. The
+    other heads' blocks are zeroed. unit: scaled so that what it writes to the residual stream
+    has norm 1, so coefficients compare with residual-stream vectors."""
+    c, s = sae.cfg, model.spec
+    if c.site != "z" or len(c.layers) != 1:
+        raise ValueError(f"z_direction needs a one-layer z SAE; this one reads {c.site} of "
+                         f"layer(s) {c.layers}")  # fmt: skip
+    _check_feature(sae, feature)
+    layer = model.check_layer(c.layer)
+    row = sae.W_dec[feature].detach().float().cpu().reshape(s.n_heads, s.d_head)
+    if heads is None:
+        chosen = list(range(s.n_heads))
+    elif isinstance(heads, int):
+        if not 1 <= heads <= s.n_heads:
+            raise ValueError(f"heads={heads}: choose 1-{s.n_heads} top-loading heads")
+        chosen = sorted(row.norm(dim=-1).topk(heads).indices.tolist())
+    else:
+        chosen = sorted({int(h) for h in heads})
+        if not chosen or not all(0 <= h < s.n_heads for h in chosen):
+            raise ValueError(f"heads {list(heads)}: {s.name} has heads 0-{s.n_heads - 1}")
+    kept = torch.zeros_like(row)
+    kept[chosen] = row[chosen]
+    written = torch.einsum("hd,hdm->m", kept, model.output_weights(layer).float().cpu())
+    scale = 1 / float(written.norm()) if unit and float(written.norm()) > 0 else 1.0
+    where = "all heads" if len(chosen) == s.n_heads else f"heads {', '.join(map(str, chosen))}"
+    return SteeringVector(f"feature {feature} of z SAE at layer {layer} ({where})", layer,
+                          kept.flatten() * scale, positions, site="z",
+                          written=written * scale)  # fmt: skip
 
 
 def from_tensor(vector: Tensor, layer: int, positions: slice | None = None,
@@ -165,6 +225,8 @@ def from_tensor(vector: Tensor, layer: int, positions: slice | None = None,
 
 def project_out(v: SteeringVector, directions: Tensor, what: str = "") -> SteeringVector:
     """v with its component in the span of `directions` [k, d_model] removed (each row)."""
+    if v.site != "resid_pre":
+        raise ValueError(f"project_out works on residual-stream vectors; this one is at {v.site}")
     d = directions.detach().float().reshape(-1, v.vectors.shape[-1]).cpu()
     q, _ = torch.linalg.qr(d.T)  # an orthonormal basis of the span, [d_model, k]
     rows = v.vectors - (v.vectors @ q) @ q.T
