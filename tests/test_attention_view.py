@@ -92,8 +92,13 @@ def test_head_is_front_end_only(smollm2, monkeypatch):
     monkeypatch.setattr(view, "compute", lambda *a: calls.append(a))
     view.head = 8
     assert calls == [] and view.head == 8
-    with pytest.raises(Exception, match="head 9 is out of range"):
-        view.head = 9
+    view.head = 9  # shown in the widget, not raised; the shown head stays
+    assert "head 9 is out of range" in view.error and "heads 0-8" in view.error
+    assert view.head == 8 and calls == []
+    view.head = 2
+    assert view.error == "" and view.head == 2
+    bad = AttentionView(smollm2, "One two three", layer=1, head=12)
+    assert "head 12 is out of range" in bad.error and bad.head == 0 and len(bad.tokens) == 4
 
 
 @pytest.mark.parametrize(
@@ -123,6 +128,13 @@ def test_too_long_prompt_is_an_error(smollm2, monkeypatch):
     assert view.error == ""
     view.prompt = "word " * 40
     assert "allows at most 16" in view.error and view.tokens[1:] == ["short", " prompt"]
+    assert "tick 'cut to context' to show its first 16 tokens" in view.error
+    assert "truncate=True" not in view.error  # widget users cannot pass that
+    view.truncate = True  # the widget's "cut to context" box
+    n = 1 + len(smollm2.tokenizer("word " * 40, add_special_tokens=False)["input_ids"])
+    assert view.error == "" and len(view.tokens) == 16 and view.cut_from == n > 16
+    view.prompt = "short again"
+    assert view.cut_from == 0 and len(view.tokens) == 3
 
 
 def test_a_bad_first_input_shows_an_error_not_a_traceback(smollm2):
@@ -166,3 +178,71 @@ def test_missing_bundle_is_a_clear_error(smollm2, monkeypatch, tmp_path):
     monkeypatch.setattr(static, "STATIC_DIR", tmp_path / "empty")
     with pytest.raises(MissingBundleError, match="make widgets"):
         AttentionView(smollm2, PROMPT)
+
+
+def test_a_sink_head_is_named_and_shown_without_its_sink(smollm2):
+    """Layer 18 head 8 of the embedded model puts >99.9% of its attention on the first token:
+    on the weights scale the rest is below the uint8 step; without the first token each row's
+    remainder is rescaled in the kernel (full precision) and shows."""
+    view = AttentionView(smollm2, PROMPT, layer=18)
+    assert view.sink[8] > 0.999 and min(view.sink) < 0.9
+    plain = decode_array(view.patterns)[8]
+    assert np.nanmax(plain[1:, 1:]) < view.patterns["scale"]  # nothing off the sink survives
+    view.scale = "off_first"
+    rest = decode_array(view.patterns)[8]
+    full = smollm2.attention(smollm2.to_tokens(PROMPT), 18, ["pattern"]).pattern[0, 8].double()
+    want = (full[:, 1:] / full[:, 1:].sum(-1, keepdim=True)).numpy()
+    got = rest[:, 1:]
+    mask = ~np.isnan(got)
+    mask[0] = False  # the first token's own row has nothing besides itself
+    assert np.abs(got[mask] - want[mask]).max() <= view.patterns["scale"] / 2 + 1e-4
+    assert (rest[:, 0] == 0).all()  # the sink's column is left out
+    view.scale = "log"
+    logged = decode_array(view.patterns)[8]
+    assert np.nanmin(logged) >= -4 - 1e-3 and np.nanmax(logged) <= 1e-3
+    with pytest.raises(Exception, match="unknown scale"):
+        view.scale = "contrast"
+    assert view.scale == "log"
+
+
+def test_a_window_leaves_out_the_first_token_not_its_own_first_column(smollm2):
+    text = " ".join(["the cat sat on the mat and then the dog ran home"] * 4)
+    view = AttentionView(smollm2, text, layer=18, max_size=16, scale="off_first")
+    n = len(view.tokens)
+    view.window = [10, 26]
+    x = decode_array(view.patterns)
+    full = smollm2.attention(smollm2.to_tokens(text), 18, ["pattern"]).pattern[0].double()
+    rest = full[:, 10:26, 1:].sum(-1, keepdim=True)
+    want = (full[:, 10:26, 10:26] / rest).numpy()
+    mask = ~np.isnan(x)
+    # kept in bfloat16 past max_size: 3 significant digits, tiny weights included
+    assert n > 26 and np.abs(x[mask] - want[mask]).max() <= view.patterns["scale"] / 2 + 0.005
+    assert x[:, :, 0][mask[:, :, 0]].max() > 0.05  # the window's first column is a real token
+
+
+def test_anything_wrap_accepts_is_wrapped_and_the_rest_says_what_to_pass(smollm2):
+    from attnviz.errors import NotAModelError
+    from tests.tiny_models import tiny_llama
+
+    with pytest.raises(NotAModelError, match=r"not the name 'gpt2'.*attnviz\.load_model\('gpt2'\)"):
+        AttentionView("gpt2", PROMPT)
+    with pytest.raises(NotAModelError, match="got None"):
+        AttentionView(None, PROMPT)
+    with pytest.raises(NotAModelError, match=r"attnviz\.wrap\(model, tokenizer\)"):
+        AttentionView(tiny_llama(), PROMPT)  # a Hugging Face model: its tokenizer is missing
+    with pytest.raises(NotAModelError, match="got a object"):
+        AttentionView(object(), PROMPT)
+    raw = AttentionView(smollm2.model, PROMPT, layer=3)  # the HookedTransformer itself
+    assert raw.error == "" and raw.model.backend == "transformer_lens"
+    n = len(raw.tokens)
+    assert decode_array(raw.patterns).shape == (9, n, n)
+    want = raw.model.attention(raw.model.to_tokens(PROMPT), 3, ["pattern"]).pattern[0].numpy()
+    got = decode_array(raw.patterns)
+    mask = ~np.isnan(got)
+    assert np.abs(got[mask] - want[mask]).max() <= raw.patterns["scale"] / 2 + 1e-6
+
+
+def test_characters_split_across_tokens_keep_their_text(smollm2):
+    view = AttentionView(smollm2, "日本語 🙂", layer=0)
+    assert "\ufffd" not in "".join(view.tokens)
+    assert view.tokens[1:3] == ["日[1/2]", "日[2/2]"] and "語[1/3]" in view.tokens

@@ -55,4 +55,5 @@ class AttentionView(PromptWidget):
         return pattern_figure(
             self.tokens, {"attention": self.patterns}, self.head, self.downsampled,
             title=f"{self._model.spec.name} layer {self.layer} head {self.head}",
+            scale=self.scale,
         )  # fmt: skip

@@ -21,9 +21,11 @@ import torch.nn.functional as F
 import traitlets
 from torch import Tensor
 
-from attnviz.errors import AttnvizError
+from attnviz.errors import AttnvizError, ContextTooLongError
 from attnviz.models.adapter import ModelAdapter
+from attnviz.models.loading import as_adapter
 from attnviz.widgets.arrays import WireDtype, encode_array
+from attnviz.widgets.pattern_scales import SCALES, rescale, sink_share
 from attnviz.widgets.requests import Requests
 from attnviz.widgets.static import static_path
 
@@ -142,7 +144,11 @@ class PromptWidget(Widget):
 
     Traits (synced): prompt, layer, head, layers (those the widget can show), n_heads, tokens
     (token strings, BOS included), downsampled (block size of pooled patterns; 1 = none),
-    error (the message of the last failed recomputation; the previous picture stays), busy.
+    scale (how weights become colours: "weights", "off_first" or "log"; see pattern_scales),
+    sink (per head, the mean weight on the first token), truncate (cut a prompt longer than the
+    model's context to its first n_ctx tokens instead of refusing it), cut_from (the tokens the
+    prompt had before it was cut; 0: not cut), error (the message of the last failed
+    recomputation; the previous picture stays), busy.
     """
 
     prompt = traitlets.Unicode("").tag(sync=True)
@@ -155,6 +161,10 @@ class PromptWidget(Widget):
     window = traitlets.List(traitlets.Int()).tag(sync=True)
     offset = traitlets.Int(0).tag(sync=True)
     window_size = traitlets.Int(MAX_SIZE).tag(sync=True)
+    scale = traitlets.Unicode("weights").tag(sync=True)
+    truncate = traitlets.Bool(False).tag(sync=True)
+    cut_from = traitlets.Int(0).tag(sync=True)
+    sink = traitlets.List(traitlets.Float()).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     busy = traitlets.Bool(False).tag(sync=True)
 
@@ -173,6 +183,7 @@ class PromptWidget(Widget):
             raise ValueError(f"dtype must be 'uint8', 'float16' or 'float32', got {dtype!r}")
         if max_size < 1:
             raise ValueError(f"max_size must be at least 1, got {max_size}")
+        model = as_adapter(model, type(self).__name__)
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
         self._model = model
@@ -184,9 +195,12 @@ class PromptWidget(Widget):
         self.layers = self.available_layers()
         self.prompt = prompt
         self.layer = self.layers[0] if layer is None and self.layers else (layer or 0)
-        self.head = head
+        bad_head = self._head_problem(head)
+        self.head = 0 if bad_head else head
         self._ready = True
         self.refresh()
+        if bad_head and not self.error:
+            self.error = bad_head
 
     # ---- what subclasses provide -------------------------------------------------------------
 
@@ -215,16 +229,26 @@ class PromptWidget(Widget):
     def model(self) -> ModelAdapter:
         return self._model
 
+    def _head_problem(self, head: Any) -> str:
+        if isinstance(head, bool) or not isinstance(head, int) or not 0 <= head < self.n_heads:
+            return (
+                f"head {head!r} is out of range: this layer has heads 0-{self.n_heads - 1}; "
+                f"still showing head {self.head}"
+            )
+        return ""
+
     @traitlets.validate("head")
     def _check_head(self, proposal: Any) -> int:
-        head = int(proposal["value"])
-        if not 0 <= head < self.n_heads:
-            raise traitlets.TraitError(
-                f"head {head} is out of range: this layer has heads 0-{self.n_heads - 1}"
-            )
-        return head
+        """A head out of range is shown in the widget (error) and the shown head stays."""
+        problem = self._head_problem(proposal["value"])
+        if problem:
+            self.error = problem
+            return int(self.head)
+        if self.error.startswith("head "):
+            self.error = ""
+        return int(proposal["value"])
 
-    @traitlets.observe("prompt", "layer")
+    @traitlets.observe("prompt", "layer", "truncate")
     def _input_changed(self, change: dict[str, Any]) -> None:
         if self._ready:
             self.refresh()
@@ -240,8 +264,9 @@ class PromptWidget(Widget):
         try:
             try:
                 layer = self._model.check_layer(self.layer)
-                ids = self._model.to_tokens(self.prompt)
+                ids, cut_from = self._prompt_tokens()
                 full, updates = self.compute(ids, layer)
+                updates = {**updates, "cut_from": cut_from}
                 tokens = self._model.to_str_tokens(ids[0])
             except AttnvizError as err:
                 with self.hold_sync():
@@ -252,9 +277,13 @@ class PromptWidget(Widget):
             except Exception as err:
                 self.error = f"attnviz: unexpected {type(err).__name__}: {err}"
                 raise
-            # Long prompts are kept at half precision: 2048 tokens x 9 heads is 72 MiB a pattern.
-            keep = torch.float32 if len(tokens) <= self._max_size else torch.float16
+            # Long prompts are kept at half the memory (2048 tokens x 9 heads is 72 MiB a pattern)
+            # in bfloat16: float16 would flush the tiny weights of a sink head to zero, and the
+            # "without first token" scale rescales exactly those.
+            keep = torch.float32 if len(tokens) <= self._max_size else torch.bfloat16
             self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
+            first = next(iter(self._full.values()), None)  # the model's own pattern
+            updates = {**updates, "sink": [] if first is None else sink_share(first)}
             # One message: tokens and data never disagree in the browser, and "not busy" never
             # arrives before the data it announces.
             with self.hold_sync():
@@ -267,22 +296,56 @@ class PromptWidget(Widget):
             self.busy = False
         self._shown_layer: int | None = layer
 
+    def _prompt_tokens(self) -> tuple[Tensor, int]:
+        """The prompt's token ids, and the number of tokens it had when `truncate` cut it to the
+        model's context (0 when it was not cut)."""
+        try:
+            return self._model.to_tokens(self.prompt), 0
+        except ContextTooLongError as err:
+            if not self.truncate:
+                n = self._model.spec.n_ctx
+                raise ContextTooLongError(
+                    f"{str(err).split(':')[0]}: shorten it, or tick 'cut to context' to show its "
+                    f"first {n} tokens"
+                ) from None
+        ids = self._model.to_tokens(self.prompt, truncate=True)
+        bos = int(self._model.spec.bos_token_id is not None)
+        full = len(self._model.tokenizer(self.prompt, add_special_tokens=False)["input_ids"])
+        return ids, full + bos
+
     def _view(self, window: list[int] | None) -> dict[str, Any]:
         """Trait values for the stored patterns seen through `window` ([start, end) tokens;
         None or []: the whole prompt): the encoded panels, the block size and the offset."""
         start, end = window if window else (0, len(self.tokens))
-        crop = {k: v[..., start:end, start:end] for k, v in self._full.items()}
+        rows = {k: v[..., start:end, :] for k, v in self._full.items()}
+        crop = {k: v[..., start:end] for k, v in rows.items()}
         factor = self.pool_factor(end - start)
-        encoded = {
-            name: self.encode_pattern(pattern, factor, signed)
-            for name, (pattern, signed) in self.shown_panels(crop).items()
-        }
+        encoded = {}
+        for name, (pattern, signed) in self.shown_panels(crop).items():
+            if not signed and name in rows:  # weights on the chosen scale; differences as they are
+                pattern = rescale(rows[name], start, end, self.scale)
+            encoded[name] = self.encode_pattern(pattern, factor, signed)
         return {
             **self.publish(encoded),
             "downsampled": factor,
             "offset": start,
             "window": [start, end] if window else [],
         }
+
+    @traitlets.validate("scale")
+    def _check_scale(self, proposal: Any) -> str:
+        if proposal["value"] not in SCALES:
+            raise traitlets.TraitError(
+                f"unknown scale {proposal['value']!r}: choose one of {', '.join(SCALES)}"
+            )
+        return str(proposal["value"])
+
+    @traitlets.observe("scale")
+    def _scale_changed(self, change: dict[str, Any]) -> None:
+        if self._ready and self._full:
+            with self.hold_sync():
+                for name, value in self._view(list(self.window) or None).items():
+                    self._quietly(name, value)
 
     @traitlets.observe("window")
     def _window_changed(self, change: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from attnviz.analysis.sae_report import head_attribution
 from attnviz.dictionaries.sae import SAE
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
+from attnviz.models.loading import as_adapter
 from attnviz.widgets.arrays import encode_array
 from attnviz.widgets.base import PromptWidget
 from attnviz.widgets.feature_panel import density_payload, examples_payload
@@ -107,6 +108,7 @@ class FeatureAttribution(PromptWidget):
         """sae: one z SAE, several, or {layer: SAE} (default: the ones shipped for the model).
         dest, feature: a token and a feature to show at once. examples_from: token ids
         [contexts, n] for max-activating examples (default: 32 held-out contexts, held_out_contexts)."""
+        model = as_adapter(model, "FeatureAttribution")
         self._saes = SAESet(model, sae)
         self._examples_from = examples_from
         self._libraries: dict[int, SAEFeatureActivations] = {}

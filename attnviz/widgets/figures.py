@@ -43,6 +43,13 @@ def tick_labels(
     return values, texts
 
 
+SCALE_TITLES = {
+    "weights": "attention",
+    "off_first": "attention without<br>the first token<br>(rows rescaled)",
+    "log": "log10 attention",
+}
+
+
 def pattern_figure(
     tokens: Sequence[str],
     panels: Mapping[str, Mapping[str, Any]],
@@ -50,9 +57,11 @@ def pattern_figure(
     factor: int = 1,
     title: str = "",
     signed: Sequence[str] = (),
+    scale: str = "weights",
 ) -> Any:
     """One heatmap per panel (name -> wire dict of a [heads, n, n] pattern) for `head`, side by
-    side; panels named in `signed` use a diverging scale centred on 0."""
+    side; panels named in `signed` use a diverging scale centred on 0, the others the widget's
+    colour `scale` (weights 0-1, without the first token 0-1, or log10 -4-0)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -65,12 +74,13 @@ def pattern_figure(
         z = decode_array(dict(panels[name]))[head].astype(np.float64)
         if name in signed:
             bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
-            scale: dict[str, Any] = dict(colorscale=DIVERGING, zmin=-bound, zmax=bound or 1.0)
+            colours: dict[str, Any] = dict(colorscale=DIVERGING, zmin=-bound, zmax=bound or 1.0)
         else:
-            scale = dict(colorscale=SEQUENTIAL, zmin=0.0, zmax=1.0)
+            low = -4.0 if scale == "log" else 0.0
+            colours = dict(colorscale=SEQUENTIAL, zmin=low, zmax=0.0 if scale == "log" else 1.0)
+        bar = dict(thickness=12, title=SCALE_TITLES.get(scale, "attention"))
         heatmap = go.Heatmap(
-            z=z, showscale=col == len(names), hoverongaps=False, colorbar=dict(thickness=12),
-            **scale,
+            z=z, showscale=col == len(names), hoverongaps=False, colorbar=bar, **colours,
         )  # fmt: skip
         fig.add_trace(heatmap, row=1, col=col)
         values, texts = tick_labels(tokens, z.shape[1], factor)

@@ -38,6 +38,7 @@ from attnviz.analysis.sae_check import site_activations
 from attnviz.dictionaries.sae import SAE
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
+from attnviz.models.loading import as_adapter
 from attnviz.widgets.arrays import encode_array
 from attnviz.widgets.base import Widget
 from attnviz.widgets.charts import chart_spec
@@ -110,6 +111,7 @@ class ITOExplorer(Widget):
         target L0s and methods (of "topk", "mp", "omp", "gp"). contexts: token ids [n, ctx] of
         held-out text (default: 8 pydocs contexts after the shipped SAEs' training text).
         method: the per-token lists' method. random_baseline: MP/GP on a random dictionary."""
+        model = as_adapter(model, "ITOExplorer")
         l0s, methods = sorted({int(x) for x in l0s}), list(dict.fromkeys(methods))
         if not l0s or l0s[0] < 1:
             raise ValueError(f"l0s must be whole numbers >= 1, got {l0s}")

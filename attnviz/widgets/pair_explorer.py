@@ -307,4 +307,5 @@ class PairExplorer(QKWidget):
         return pattern_figure(
             self.tokens, panels, self.head, self.downsampled,
             title=f"{self._model.spec.name} layer {self.layer} head {self.head}",
+            scale=self.scale,
         )  # fmt: skip

@@ -46,5 +46,5 @@ class PatternExplorer(QKWidget):
         return pattern_figure(
             self.tokens, panels, self.head, self.downsampled,
             title=f"{self._model.spec.name} layer {self.layer} head {self.head}{kl_text}",
-            signed=["transcoder − model"],
+            signed=["transcoder − model"], scale=self.scale,
         )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
 import traitlets
 from torch import Tensor
 
@@ -13,6 +14,7 @@ from attnviz.analysis.reconstruction import Reconstruction, reconstruct
 from attnviz.dictionaries.qk import QKDictionary
 from attnviz.errors import MissingDictionaryError
 from attnviz.models.adapter import ModelAdapter
+from attnviz.models.loading import as_adapter
 from attnviz.widgets.base import PromptWidget
 
 __all__ = ["QKInput", "QKWidget", "dictionaries_by_layer"]
@@ -65,6 +67,7 @@ class QKWidget(PromptWidget):
         self, model: ModelAdapter, prompt: str, layer: int | None = None, *, qk: QKInput = None,
         **kwargs: Any,
     ) -> None:  # fmt: skip
+        model = as_adapter(model, type(self).__name__)
         self._dictionaries = dictionaries_by_layer(model, qk)
         self._rec: Reconstruction | None = None
         super().__init__(model, prompt, layer, **kwargs)
@@ -75,7 +78,7 @@ class QKWidget(PromptWidget):
 
     @property
     def reconstruction(self) -> Reconstruction | None:
-        """The current prompt's reconstruction (patterns stored as float16 past max_size)."""
+        """The current prompt's reconstruction (patterns stored as bfloat16 past max_size)."""
         return self._rec
 
     def available_layers(self) -> list[int]:
@@ -97,8 +100,9 @@ class QKWidget(PromptWidget):
         qk.check_compatible(self._model.spec, layer)  # another model's, or another layer's
         rec = reconstruct(self._model, qk, tokens)
         if rec.n_tokens > self._max_size:  # kept for clicks and windows at half the memory
-            rec.true, rec.transcoder = rec.true.half(), rec.transcoder.half()
-            rec.masked = None if rec.masked is None else rec.masked.half()
+            half = torch.bfloat16  # keeps tiny weights (float16 flushes them to zero)
+            rec.true, rec.transcoder = rec.true.to(half), rec.transcoder.to(half)
+            rec.masked = None if rec.masked is None else rec.masked.to(half)
         self._rec = rec
         kinds = ["true", "transcoder"] + (["masked"] if rec.masked is not None else [])
         kl = {"transcoder": [round(float(v), 5) for v in rec.kl_transcoder]}

@@ -7,6 +7,7 @@ screenshots in tests/browser/screenshots/.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,10 @@ def shot(view: Any, screenshots: Path, name: str) -> None:
 def view(lab, page, screenshots, tiny_tokenizer):
     """The AttentionView of tutorial 01, after "Run All Cells", set to layer 3 and PROMPT."""
     errors = open_and_run(lab, page, TUTORIAL)
-    root = wait_for_widget(page, lab, "attention-view", screenshots, errors, WIDGET_TIMEOUT_MS)
+    # the first of the tutorial's two AttentionViews (the second shows a previous-token head)
+    root = wait_for_widget(
+        page, lab, "attention-view", screenshots, errors, WIDGET_TIMEOUT_MS
+    ).first
     notebook_finished(page)  # the kernel answers the widget between cells, so let them finish
     page.screenshot(path=str(screenshots / "tutorial_01.png"), full_page=True)
     page.attnviz_errors = errors
@@ -90,8 +94,8 @@ def view(lab, page, screenshots, tiny_tokenizer):
     submit_prompt(root, PROMPT)
     wait_for_tokens(page, n_tokens(tiny_tokenizer, PROMPT))
     root.get_by_test_id("thumb-0").click()
-    if root.get_by_test_id("contrast").is_checked():
-        root.get_by_test_id("contrast").uncheck()
+    if root.get_by_test_id("scale").input_value() != "weights":
+        root.get_by_test_id("scale").select_option("weights")
     return root
 
 
@@ -162,14 +166,82 @@ def test_hover_shows_source_destination_and_value(view, screenshots):
     tooltip.wait_for(state="hidden", timeout=5_000)
 
 
-def test_contrast_rescales_without_the_first_column(view, screenshots):
-    before = heatmap_pixels(view)
-    view.get_by_test_id("contrast").check()
-    assert heatmap_pixels(view) != before
-    assert 0 < float(view.get_attribute("data-vmax")) < 1
-    shot(view, screenshots, "contrast")
-    view.get_by_test_id("contrast").uncheck()
-    assert heatmap_pixels(view) == before and view.get_attribute("data-vmax") == "1"
+def wait_for_status(view: Any, start: str) -> None:
+    view.page.wait_for_function(
+        """start => {
+            const root = document.querySelector('[data-testid="attention-view"]');
+            const s = root.querySelector('[data-testid="status"]');
+            return root.dataset.busy === "false" && s.textContent.startsWith(start);
+        }""",
+        arg=start,
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+
+
+def choose_scale(view: Any, scale: str) -> None:
+    view.get_by_test_id("scale").select_option(scale)
+    view.page.wait_for_function(
+        """scale => {
+            const root = document.querySelector('[data-testid="attention-view"]');
+            return root.dataset.scale === scale && root.dataset.busy === "false";
+        }""",
+        arg=scale,
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+
+
+def test_a_sink_head_is_named_and_shown_without_its_sink(view, screenshots):
+    """Layer 18 head 8 puts >99.9% of its attention on the first token: the widget says so, and
+    'without first token' shows where the rest goes, on a labelled 0-1 scale (the old contrast
+    switch painted this head as a solid dark block)."""
+    view.get_by_test_id("layer").select_option("18")
+    wait_for_status(view, "layer 18 ·")
+    view.get_by_test_id("thumb-8").click()
+    note = view.get_by_test_id("sink-note")
+    note.wait_for(state="visible", timeout=10_000)
+    assert "Head 8 puts >99.9% of its attention on the first token" in note.text_content()
+    weights = heatmap_pixels(view)
+    shot(view, screenshots, "sink_head_weights")
+    choose_scale(view, "off_first")
+    assert heatmap_pixels(view) != weights
+    legend = view.locator(".av-legend").first.text_content()
+    assert "without the first token (rows rescaled)" in legend and legend.count("1") >= 1
+    assert "each row shows where the remaining" in note.text_content()
+    # the picture is not one solid block: its pixels take many colours
+    colours = view.get_by_test_id("heatmap").evaluate(
+        """c => { const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+                  const seen = new Set(); for (let i = 0; i < d.length; i += 4) seen.add(d[i] * 65536 + d[i+1] * 256 + d[i+2]);
+                  return seen.size; }"""
+    )
+    assert colours > 10
+    # hovering the first token's column says it is left out
+    heatmap = view.get_by_test_id("heatmap")
+    box = heatmap.bounding_box()
+    cols = heatmap.evaluate("c => c.width")
+    heatmap.hover(position={"x": 0.5 * box["width"] / cols, "y": box["height"] - 2})
+    assert "left out of this scale" in view.get_by_test_id("tooltip").text_content()
+    shot(view, screenshots, "sink_head_without_first_token")
+    choose_scale(view, "log")
+    assert "log scale" in view.locator(".av-legend").first.text_content()
+    shot(view, screenshots, "sink_head_log")
+    choose_scale(view, "weights")
+    view.get_by_test_id("thumb-4").click()
+    note.wait_for(state="hidden", timeout=10_000)
+
+
+def test_shift_enter_types_a_new_line_and_does_not_run_the_cell(view):
+    """JupyterLab runs the cell on Shift+Enter; inside the widget's prompt box it is a new line."""
+    view.evaluate("root => { root.__marker = 'still here'; }")
+    box = view.get_by_test_id("prompt")
+    box.click()
+    box.press("End")
+    box.press("Shift+Enter")
+    box.type("second line")
+    view.page.wait_for_timeout(1_000)  # a cell run would replace the output within this time
+    assert view.evaluate("root => root.__marker") == "still here"
+    assert box.input_value().endswith("\nsecond line")
+    assert view.page.locator(".jp-InputArea-prompt", has_text="*").count() == 0
+    box.fill(PROMPT)  # leave the box as the kernel has it (nothing submitted)
 
 
 def test_layer_selector_recomputes(view, tiny_tokenizer):
@@ -299,6 +371,64 @@ def test_multiline_prompt_keeps_its_newlines(view, tiny_tokenizer):
     view.get_by_test_id("prompt").press("End")
     view.get_by_test_id("prompt").press("Enter")
     assert view.get_attribute("data-busy") == "false"
+
+
+def test_every_token_is_labelled_up_to_128_tokens(view, tiny_tokenizer, screenshots):
+    """Tutorial 01's 52-token prompt used to lose every second label; up to 128 tokens every
+    token keeps its label (cells stay >= 9 px, the panel scrolls), readable and not overlapping."""
+    text = "the cat sat on the mat and the dog ran " * 12
+    n = n_tokens(tiny_tokenizer, text)
+    assert 100 < n <= 128
+    submit_prompt(view, text)
+    wait_for_tokens(view.page, n)
+    assert labels(view, "dest").count() == n
+    boxes = labels(view, "src").evaluate_all(
+        "els => els.map((e) => [e.getBoundingClientRect().left, parseFloat(getComputedStyle(e).fontSize)])"
+    )
+    lefts = sorted(b[0] for b in boxes)
+    assert min(b - a for a, b in itertools.pairwise(lefts)) >= 8.9
+    assert min(b[1] for b in boxes) >= 9
+    shot(view, screenshots, "labels_128")
+
+
+def test_a_dense_axis_labels_the_hovered_row_and_column(view, tiny_tokenizer):
+    text = " ".join(f"w{i}" for i in range(90))  # ~270 tokens: every k-th label
+    n = n_tokens(tiny_tokenizer, text)
+    submit_prompt(view, text)
+    view.page.wait_for_function(
+        """n => document.querySelector('[data-testid="attention-view"] [data-testid="heatmap"]')
+            .width === n""",
+        arg=n,
+        timeout=RECOMPUTE_TIMEOUT_MS,
+    )
+    assert labels(view, "src").count() < n
+    heatmap = view.get_by_test_id("heatmap")
+    box = heatmap.bounding_box()
+    cell = box["width"] / n
+    row, col = 101, 51  # neither is a labelled one (labels sit on multiples of the stride)
+    heatmap.hover(position={"x": (col + 0.5) * cell, "y": (row + 0.5) * cell})
+    src = view.get_by_test_id("heatmap-hover-src")
+    dest = view.get_by_test_id("heatmap-hover-dest")
+    assert src.is_visible() and dest.is_visible()
+    assert src.text_content().startswith(f"{col}: ")
+    assert dest.text_content().startswith(f"{row}: ")
+
+
+def test_the_token_view_shades_the_prompt_by_the_picked_tokens_attention(view, tiny_tokenizer):
+    submit_prompt(view, PROMPT)
+    n = n_tokens(tiny_tokenizer, PROMPT)
+    wait_for_tokens(view.page, n)
+    tokens = view.get_by_test_id("token")
+    assert tokens.count() == n
+    assert "".join(tokens.all_text_contents()[1:]) == PROMPT
+    tokens.nth(5).click()
+    about = view.get_by_test_id("token-text-about").text_content()
+    assert "token 5" in about
+    shaded = tokens.evaluate_all("els => els.map((e) => e.style.background !== '')")
+    assert shaded[:6] == [True] * 6 and not any(shaded[6:])  # later tokens: masked
+    view.get_by_test_id("token-direction").select_option("to")
+    shaded = tokens.evaluate_all("els => els.map((e) => e.style.background !== '')")
+    assert not any(shaded[:5]) and all(shaded[5:])  # only later tokens attend to it
 
 
 def test_no_dialogs_and_no_page_errors_from_the_widget(view):

@@ -106,7 +106,7 @@ def test_pattern_explorer_export(offline_page, exported, screenshots):
     for panel in ("panel-true", "panel-transcoder", "panel-masked", "panel-diff"):
         assert root.get_by_test_id(panel).evaluate("c => [c.width, c.height]") == [n, n]
     assert root.locator('[data-testid^="thumb-"]').count() == 9
-    assert "KL 0." in root.get_by_test_id("thumb-3").text_content()
+    assert "KL tc 0." in root.get_by_test_id("thumb-3").text_content()
     before = pixels(root, "panel-masked")
     root.get_by_test_id("thumb-7").click()
     assert pixels(root, "panel-masked") != before
@@ -139,4 +139,21 @@ def test_pair_explorer_export_keeps_its_decomposition(offline_page, exported, sc
     assert root.get_by_test_id("feature-panel").is_visible()
     assert root.locator('[data-testid="example"]').count() > 0
     root.screenshot(path=str(screenshots / "export_pair_explorer.png"))
+    # Everything either works or is visibly off with the reason (nothing enabled but silent).
+    note = root.get_by_test_id("static-note").text_content()
+    assert "explaining another cell, features" in note and "need the notebook" in note
+    assert root.get_by_test_id("map").is_disabled()
+    buttons = root.locator('[data-testid="decomposition"] button')
+    assert buttons.count() > 0
+    assert all(buttons.nth(i).is_disabled() for i in range(buttons.count()))
+    assert "needs the notebook" in buttons.first.get_attribute("title")
+    shown = root.get_attribute("data-head")
+    other = "1" if shown != "1" else "2"
+    root.get_by_test_id(f"thumb-{other}").click()  # head selection works without the kernel
+    assert root.get_attribute("data-head") == other
+    assert "the shown head's cells need the notebook" in (
+        root.get_by_test_id("other-head-note").text_content()
+    )
+    root.get_by_test_id(f"thumb-{shown}").click()
+    assert root.get_by_test_id("other-head-note").count() == 0
     assert_clean(page, root)

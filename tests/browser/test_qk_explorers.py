@@ -69,7 +69,7 @@ def test_four_panels_with_a_cell_per_token_pair(widgets, screenshots):
         assert canvas.is_visible() and canvas.evaluate("c => [c.width, c.height]") == [n, n]
     assert root.locator('[data-testid^="thumb-"]').count() == 9
     captions = root.locator('[data-testid^="thumb-"]').all_text_contents()
-    assert all("KL 0." in c or "KL 1." in c for c in captions), captions
+    assert all("KL tc 0." in c or "KL tc 1." in c for c in captions), captions
     assert root.get_by_test_id("status").text_content().startswith("layer 15 · ")
     assert "QK transcoder" in root.get_by_test_id("dictionary").text_content()
     root.screenshot(path=str(screenshots / "pattern_explorer.png"))

@@ -123,8 +123,10 @@ induction head found above. Look for the stripe in the lower half.
 
 Several thumbnails may look nearly empty except for a dark first column. Those heads park most of
 their attention on BOS, an *attention sink*: a head with nothing useful to read puts its weight
-there. Tick **contrast** to scale each head's colours to its largest weight outside the first
-column. Whatever attention these heads do spend on other tokens then becomes visible.""",
+there, and the widget says so when you select one. Choose **without first token** in the scale
+menu: each row is then rescaled without BOS (in the kernel, at full precision), so whatever
+attention these heads do spend on other tokens becomes visible. **log scale** helps with long
+prompts, where every weight is small.""",
     ),
     (
         "code",
@@ -162,9 +164,9 @@ layer_stats.round(3)""",
         "md",
         """The widget holds exactly these patterns. They travel to the browser as one byte per weight, so
 decoding what the widget received should match `model.attention` to within about 1/254. Setting a
-trait from Python updates the widget above. Here we switch it to the strongest previous-token head
-found by the scan. The widget recomputes for the new layer, and the heatmap shows a line just below
-the diagonal.""",
+trait from Python updates a widget. Here a second widget is switched to the strongest
+previous-token head found by the scan: it recomputes for the new layer, and its heatmap shows a
+line just below the diagonal. The first widget stays on the induction head.""",
     ),
     (
         "code",
@@ -175,8 +177,10 @@ from attnviz.widgets import decode_array
 sent = decode_array(view.patterns)  # [heads, dest, src] as the browser decodes it; future = NaN
 exact = model.attention(ids, LAYER, ["pattern"]).pattern[0].float().numpy()
 print("largest difference from model.attention:", float(np.nanmax(np.abs(sent - exact))))
-view.layer, view.head = PREV_LAYER, PREV_HEAD
-print(f"the widget now shows layer {view.layer} head {view.head}")""",
+previous = AttentionView(model, PROMPT, layer=LAYER)
+previous.layer, previous.head = PREV_LAYER, PREV_HEAD
+print(f"the second widget shows layer {previous.layer} head {previous.head}")
+previous""",
     ),
     (
         "md",

@@ -8,7 +8,6 @@ import {
   cellAt,
   cellLabel,
   cellSize,
-  colorMax,
   describeCell,
   displayToken,
   FUTURE_COLOR,
@@ -17,6 +16,9 @@ import {
   LABEL_MIN_PX,
   labelStride,
   patternPixels,
+  scaleRange,
+  scaleValueText,
+  sinkNote,
   statusText,
 } from "./index.js";
 import { scaleColor } from "../shared/heatmap.js";
@@ -60,11 +62,23 @@ test("future cells take FUTURE_COLOR, which is off the colour scale", () => {
   assert.deepEqual(Array.from(patternPixels(new Float32Array([0.5]), 1, 1, 0.5).subarray(0, 3)), scaleColor(1));
 });
 
-test("contrast scale: the largest weight outside the first column", () => {
-  const sink = Float32Array.from([1, NaN, NaN, 0.9, 0.1, NaN, 0.7, 0.2, 0.1]);
-  assert.equal(colorMax(sink, 3, 3), 1);
-  assert.ok(Math.abs(colorMax(sink, 3, 3, true) - 0.2) < 1e-6);
-  assert.equal(colorMax(Float32Array.from([1, NaN, 1, 0]), 2, 2, true), 1); // nothing outside: 1
+test("colour scales: ranges, legend ends, tooltip values and the attention-sink note", () => {
+  assert.deepEqual([scaleRange("weights").vmin, scaleRange("weights").vmax], [0, 1]);
+  assert.deepEqual([scaleRange("log").vmin, scaleRange("log").vmax], [-4, 0]);
+  assert.equal(scaleRange("nonsense").title, "attention");
+  assert.match(scaleRange("off_first").title, /without the first token/);
+  assert.equal(scaleValueText("weights", 0.25), "attention 0.250");
+  assert.equal(scaleValueText("off_first", 0.5, true), "the first token: left out of this scale");
+  assert.match(scaleValueText("off_first", 0.5), /^0\.500 of the attention not on the first token/);
+  assert.match(scaleValueText("log", -2), /^attention 0\.01 \(log₁₀ -2\.00\)/);
+  assert.match(scaleValueText("log", -6), /≤ 0\.0001/);
+  assert.match(scaleValueText("log", NaN), /masked/);
+  // a log-scale picture spans -4..0: -4 is the bottom colour, 0 the top
+  assert.deepEqual(Array.from(patternPixels(Float32Array.from([-4, 0]), 1, 2, 0, -4).subarray(0, 3)), scaleColor(0));
+  assert.deepEqual(Array.from(patternPixels(Float32Array.from([-4, 0]), 1, 2, 0, -4).subarray(4, 7)), scaleColor(1));
+  assert.equal(sinkNote(8, 0.95, "weights"), "");
+  assert.match(sinkNote(8, 0.99962, "weights"), /Head 8 puts >99\.9% .*"without first token".*0\.038%/);
+  assert.match(sinkNote(8, 0.995, "off_first"), /99\.5%.*each row shows where the remaining 0\.5% goes/);
 });
 
 test("headSlice is a view of one head and refuses bad heads and shapes", () => {
@@ -166,4 +180,23 @@ test("the mock model fires change events and records saves", () => {
   assert.equal(model.saved.at(-1).head, 2);
   model.off("change:head", fn);
   assert.equal(model.listenerCount(), 0);
+});
+
+test("the prompt box keeps a prompt's \\r\\n line endings (a textarea turns them into \\n)", async () => {
+  const { keepLineEndings } = await import("../shared/prompt_view.js");
+  assert.equal(keepLineEndings("a\nb", "a\r\nb"), "a\r\nb"); // unedited: exactly the original
+  assert.equal(keepLineEndings("a\nb\nc", "a\r\nb"), "a\r\nb\r\nc"); // edited: its style kept
+  assert.equal(keepLineEndings("a\nb", "a\rb"), "a\rb");
+  assert.equal(keepLineEndings("x\ny", "a\nb"), "x\ny");
+});
+
+test("token view: the picked token's row (from) or column (to), on the colour scale", async () => {
+  const { tokenShades } = await import("./index.js");
+  const slice = Float32Array.from([1, NaN, NaN, 0.25, 0.75, NaN, 0.5, 0.25, 0.25]);
+  const from = tokenShades(slice, 3, 1, "from", { vmin: 0, vmax: 1 });
+  assert.deepEqual(from.map((s) => s && s.value), [0.25, 0.75, null]);
+  const to = tokenShades(slice, 3, 0, "to", { vmin: 0, vmax: 1 });
+  assert.deepEqual(to.map((s) => s.value), [1, 0.25, 0.5]);
+  const logged = tokenShades(Float32Array.from([-2]), 1, 0, "from", { vmin: -4, vmax: 0 });
+  assert.equal(logged[0].t, 0.5);
 });

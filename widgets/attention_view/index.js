@@ -9,12 +9,15 @@
 
 import { el } from "../shared/controls.js";
 import { createLegend, createPanel } from "../shared/panel.js";
-import { colorMax, FUTURE_COLOR, patternPixels } from "../shared/patterns.js";
+import { FUTURE_COLOR, patternPixels } from "../shared/patterns.js";
 import { createPromptView } from "../shared/prompt_view.js";
 import { markThumb, renderThumbs } from "../shared/thumbs.js";
-import { describeCell, formatValue } from "../shared/tokens.js";
+import { createTokenText } from "../shared/token_text.js";
+import { describeCell } from "../shared/tokens.js";
 
-export { colorMax, FUTURE_COLOR, headSlice, patternPixels, statusText } from "../shared/patterns.js";
+export { FUTURE_COLOR, headSlice, patternPixels, statusText } from "../shared/patterns.js";
+export { scaleRange, scaleValueText, sinkNote } from "../shared/scales.js";
+export { tokenShades } from "../shared/token_text.js";
 export {
   axisLabels,
   blockTokens,
@@ -37,12 +40,9 @@ function render({ model, el: host }) {
   const view = createPromptView(model, {
     testid: "attention-view",
     trait: "patterns",
-    contrast:
-      "scale each head's colours to its largest weight outside the first column, " +
-      "so heads that put most attention on the first token show where the rest goes",
+    scales: true,
   });
   const { root, body, source, tooltip } = view;
-  const contrast = view.contrast.box;
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
 
   const panel = createPanel({
@@ -51,7 +51,7 @@ function render({ model, el: host }) {
       panel.highlight(cell);
       const { cols } = panel.geometry;
       const value = source.slice("patterns")[cell.row * cols + cell.col];
-      tooltip.show(describeCell(view.tokens(), cell.row, cell.col, value, view.factor(), view.offset()), event, cell);
+      tooltip.show(describeCell(view.tokens(), cell.row, cell.col, value, view.factor(), view.offset(), view.scale().name), event, cell);
     },
     onLeave: hideHover,
     onClick: view.zoom,
@@ -60,8 +60,9 @@ function render({ model, el: host }) {
     title: "attention",
     swatches: [{ color: FUTURE_COLOR, text: "future token (masked)" }],
   });
+  const tokenText = createTokenText();
   const main = el("div", "av-main");
-  main.append(panel.node, legend.node);
+  main.append(panel.node, legend.node, tokenText.node);
   body.append(thumbs, main);
   host.replaceChildren(root);
 
@@ -74,7 +75,7 @@ function render({ model, el: host }) {
     renderThumbs(thumbs, source.decoded?.shape, {
       slice: (h) => source.slice("patterns", h),
       px: THUMB_PX,
-      contrast: contrast.checked,
+      scale: view.scale().name,
       caption: (h) => `head ${h}`,
       onSelect: view.selectHead,
     });
@@ -90,10 +91,10 @@ function render({ model, el: host }) {
     }
     const [, rows, cols] = source.decoded.shape;
     const slice = source.slice("patterns");
-    const vmax = colorMax(slice, rows, cols, contrast.checked);
-    panel.draw(() => patternPixels(slice, rows, cols, vmax), rows, cols);
-    legend.setRange("0", vmax === 1 ? "1" : formatValue(vmax));
-    root.dataset.vmax = String(vmax);
+    const range = view.scale();
+    panel.draw(() => patternPixels(slice, rows, cols, range.vmax, range.vmin), rows, cols);
+    legend.setScale(range);
+    tokenText.render({ tokens: view.tokens(), slice, factor: view.factor(), offset: view.offset(), range, scale: range.name });
   }
 
   view.start({
@@ -105,10 +106,6 @@ function render({ model, el: host }) {
     },
     head() {
       panel.highlight(null);
-      renderHeatmap();
-    },
-    contrast() {
-      renderThumbnails();
       renderHeatmap();
     },
   });

@@ -11,8 +11,8 @@
 import { el, fillSelect, textEl } from "../shared/controls.js";
 import { fixed, formatSigned } from "../shared/format.js";
 import { densityChart, exampleLines } from "../shared/feature_panel.js";
-import { createPanel } from "../shared/panel.js";
-import { colorMax, patternPixels, thumbCaption } from "../shared/patterns.js";
+import { createLegend, createPanel } from "../shared/panel.js";
+import { FUTURE_COLOR, patternPixels, thumbCaption, thumbTitle } from "../shared/patterns.js";
 import { createPromptView } from "../shared/prompt_view.js";
 import { markThumb, renderThumbs } from "../shared/thumbs.js";
 import { describeCell, displayToken } from "../shared/tokens.js";
@@ -160,11 +160,24 @@ function render({ model, el: host }) {
     testid: "pair-explorer",
     pooled: "a click explains the block's strongest cell",
     controls: [textEl("span", "", "show:"), viewSelect, textEl("span", "", "explain:"), mapSelect],
-    contrast: "scale colours to the largest weight outside the first column",
+    scales: true,
     dataTraits: ["kl", "has_masked"],
+    staticNote: "Exported view: hover, head selection and the 'show' selector work here; explaining another cell, features, new prompts and layers need the notebook.",
   });
   const { frame, root, body, source, tooltip } = view;
-  const contrast = view.contrast.box;
+  const NEEDS_KERNEL = "exported view: this needs the notebook";
+  if (frame.isStatic) {
+    mapSelect.disabled = true;
+    mapSelect.title = NEEDS_KERNEL;
+  }
+  /** In an export, buttons that would ask the kernel are visibly off, with the reason. */
+  function disableAsks(container) {
+    if (!frame.isStatic) return;
+    for (const button of container.querySelectorAll("button")) {
+      button.disabled = true;
+      button.title = NEEDS_KERNEL;
+    }
+  }
   const about = el("div", "av-note", { "data-testid": "dictionary" });
   root.insertBefore(about, body);
   const thumbs = el("div", "av-thumbs", { "data-testid": "thumbs" });
@@ -179,8 +192,8 @@ function render({ model, el: host }) {
     onHover(cell, event) {
       panel.highlight(cell);
       const value = valueAt(cell);
-      const lines = describeCell(view.tokens(), cell.row, cell.col, value, view.factor(), view.offset());
-      if (!Number.isNaN(value)) lines.push("click: split its score into feature pairs");
+      const lines = describeCell(view.tokens(), cell.row, cell.col, value, view.factor(), view.offset(), view.scale().name);
+      if (!Number.isNaN(value)) lines.push(frame.isStatic ? "explaining a cell needs the notebook" : "click: split its score into feature pairs");
       tooltip.show(lines, event, cell);
     },
     onLeave() {
@@ -199,8 +212,9 @@ function render({ model, el: host }) {
   const feature = el("div", "", { "data-testid": "feature" });
   const left = el("div");
   left.append(thumbs);
+  const legend = createLegend({ title: "attention", swatches: [{ color: FUTURE_COLOR, text: "future (masked)" }] });
   const middle = el("div");
-  middle.append(panel.node);
+  middle.append(panel.node, legend.node);
   const right = el("div");
   right.style.maxWidth = "760px";
   right.append(hint, decomposition, edge, feature);
@@ -229,12 +243,14 @@ function render({ model, el: host }) {
     renderThumbs(thumbs, source.decoded?.shape, {
       slice: (h) => slice(h),
       px: THUMB_PX,
-      contrast: contrast.checked,
+      scale: view.scale().name,
       caption: (h) => thumbCaption(h, kl),
+      title: (h) => thumbTitle(h, kl),
       onSelect(h) {
         if (h === view.head()) return;
-        // With a cell explained, a new head means a new decomposition from the kernel.
-        if (model.get("decomposition")?.dest !== undefined) frame.write({ head: h });
+        // With a cell explained, a new head means a new decomposition from the kernel (in an
+        // export the head changes alone and the decomposition says which head it explains).
+        if (model.get("decomposition")?.dest !== undefined && !frame.isStatic) frame.write({ head: h });
         else view.selectHead(h);
       },
     });
@@ -251,8 +267,9 @@ function render({ model, el: host }) {
     }
     const [, rows, cols] = source.decoded.shape;
     const s = slice();
-    const vmax = colorMax(s, rows, cols, contrast.checked);
-    panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
+    const range = view.scale();
+    panel.draw(() => patternPixels(s, rows, cols, range.vmax, range.vmin), rows, cols);
+    legend.setScale(range);
     const d = model.get("decomposition") ?? {};
     const cell = d.dest === undefined ? null : displayCell(d.dest - view.offset(), d.src - view.offset(), view.factor());
     const inside = cell && cell.row >= 0 && cell.col >= 0 && cell.row < rows && cell.col < cols;
@@ -278,6 +295,10 @@ function render({ model, el: host }) {
       textEl("div", "av-axis-title", `attention weight: ${mapName} ${fixed(d.weight, 4)} · model ${fixed(d.true_weight, 4)}. Score = q̂·k̂ / √d_head before the softmax; each pair term is f_q × f_k × mask × map weight.`),
       decompositionTable(d, model.get("feature_info"), onFeature),
     );
+    if (frame.isStatic && d.head !== view.head()) {
+      decomposition.prepend(textEl("div", "av-note", `This explains head ${d.head}; the shown head's cells need the notebook.`, { "data-testid": "other-head-note" }));
+    }
+    disableAsks(decomposition);
   }
 
   function renderEdge() {
@@ -293,6 +314,7 @@ function render({ model, el: host }) {
       textEl("div", "av-axis-title", "z-SAE features at the destination whose direct attribution through this head and source is largest; share = that part of the feature's pre-activation."),
       edgeTable(e, (f) => frame.write({ follow: { feature: f, head: e.head, dest: e.dest, src: e.src } })),
     );
+    disableAsks(edge);
   }
 
   function renderFeature() {
@@ -340,10 +362,9 @@ function render({ model, el: host }) {
       renderEdge();
       renderFeature();
     },
-    head: renderHeatmap,
-    contrast() {
-      renderThumbnails();
+    head() {
       renderHeatmap();
+      if (frame.isStatic) renderDecomposition();
     },
   });
   return view.dispose;

@@ -10,10 +10,11 @@
 // the full patterns).
 
 import { el, fillSelect, textEl } from "../shared/controls.js";
-import { formatSigned, formatValue } from "../shared/format.js";
-import { createLegend, createPanel } from "../shared/panel.js";
-import { absMax, colorMax, differencePixels, FUTURE_COLOR, formatKl, patternPixels, thumbCaption } from "../shared/patterns.js";
+import { formatSigned } from "../shared/format.js";
+import { createLegend, createPanel, Y_LABELS_PX } from "../shared/panel.js";
+import { absMax, differencePixels, FUTURE_COLOR, formatKl, patternPixels, thumbCaption, thumbTitle } from "../shared/patterns.js";
 import { createPromptView } from "../shared/prompt_view.js";
+import { scaleNumber, scaleRange } from "../shared/scales.js";
 import { markThumb, renderThumbs } from "../shared/thumbs.js";
 import { cellTokens } from "../shared/tokens.js";
 
@@ -21,8 +22,29 @@ export { decodePanels, formatKl, thumbCaption } from "../shared/patterns.js";
 
 /** Side of a head's thumbnail, in CSS pixels. */
 export const THUMB_PX = 64;
-/** Longest side of each of the four heatmaps, in CSS pixels. */
+/** Longest side of each of the four heatmaps, in CSS pixels, at most... */
 export const PANEL_PX = 300;
+/** ... and at least, before the panels go two (then one) to a row. */
+export const MIN_PANEL_PX = 220;
+const GAP_PX = 14;
+
+/**
+ * How the panels fit an output `width` px wide: { perRow, px }. Four to a row where each gets
+ * MIN_PANEL_PX, else two, else one; each row's first panel also carries the destination labels.
+ */
+export function panelLayout(width, count = 4) {
+  for (const perRow of [4, 2, 1]) {
+    if (perRow > count && perRow > 1) continue;
+    const px = Math.floor((width - Y_LABELS_PX - GAP_PX * (perRow - 1) - 8) / perRow);
+    if (px >= MIN_PANEL_PX || perRow === 1) return { perRow, px: Math.max(120, Math.min(perRow === 1 ? 480 : PANEL_PX + 40 * (4 - perRow), px)) };
+  }
+  return { perRow: 1, px: 120 };
+}
+
+/** The panels' order: four to a row as PANELS; fewer, the model beside (or above) the difference. */
+export function panelOrder(perRow) {
+  return perRow >= 4 ? ["true", "transcoder", "masked", "diff"] : ["true", "diff", "transcoder", "masked"];
+}
 
 /** The panels drawn, in order: [trait key, title]. The difference's key follows the selector. */
 export const PANELS = [
@@ -32,15 +54,19 @@ export const PANELS = [
   ["diff", "difference"],
 ];
 
-/** The tooltip of a cell: its two tokens and the three values (and the difference shown). */
-export function describeCells(tokens, row, col, values, factor = 1, diffOf = "transcoder", offset = 0) {
+/**
+ * The tooltip of a cell: its two tokens and the three values on the colour `scale` (and the
+ * difference of weights shown).
+ */
+export function describeCells(tokens, row, col, values, factor = 1, diffOf = "transcoder", offset = 0, scale = "weights") {
   const lines = cellTokens(tokens, row, col, factor, offset);
   if (Number.isNaN(values.true)) return [...lines, "masked: a token never sees later tokens"];
   const suffix = factor > 1 ? `   (max over a ${factor}×${factor} block)` : "";
-  lines.push(`model       ${formatValue(values.true)}${suffix}`);
-  lines.push(`transcoder  ${formatValue(values.transcoder)}`);
-  if (values.masked !== undefined) lines.push(`masked map  ${formatValue(values.masked)}`);
-  if (values.diff !== undefined) lines.push(`${diffOf} − model  ${formatSigned(values.diff)}`);
+  if (scale !== "weights") lines.push(scaleRange(scale).title);
+  lines.push(`model       ${scaleNumber(scale, values.true)}${suffix}`);
+  lines.push(`transcoder  ${scaleNumber(scale, values.transcoder)}`);
+  if (values.masked !== undefined) lines.push(`masked map  ${scaleNumber(scale, values.masked)}`);
+  if (values.diff !== undefined) lines.push(`${diffOf} − model  ${formatSigned(values.diff)}${scale === "weights" ? "" : " (of the weights)"}`);
   return lines;
 }
 
@@ -49,11 +75,10 @@ function render({ model, el: host }) {
   const view = createPromptView(model, {
     testid: "pattern-explorer",
     controls: [textEl("span", "", "difference:"), diffSelect],
-    contrast: "scale colours to the largest weight outside the first column",
+    scales: true,
     dataTraits: ["kl", "has_masked"],
   });
   const { root, body, source, tooltip } = view;
-  const contrast = view.contrast.box;
   const about = el("div", "av-note", { "data-testid": "dictionary" });
   root.insertBefore(about, body);
 
@@ -66,24 +91,49 @@ function render({ model, el: host }) {
       testid: `panel-${key}`,
       title,
       px: PANEL_PX,
-      yLabels: key === "true",
+      yLabels: true,
       onHover: (cell, event) => hover(cell, event),
       onLeave: hideHover,
       onClick: view.zoom,
     });
     row.append(panels[key].node);
   }
+  panels.diff.canvas.classList.add("av-hatched"); // masked cells are transparent there
   const legendAttention = createLegend({
     title: "attention",
     swatches: [{ color: FUTURE_COLOR, text: "future token (masked)" }],
   });
-  const legendDiff = createLegend({ title: "difference", scale: "diverging", lo: "−", hi: "+" });
+  const legendDiff = createLegend({ title: "difference", scale: "diverging", lo: "−", hi: "+", swatches: [{ hatched: true, text: "future (masked)" }] });
   const legends = el("div", "av-controls");
   legends.append(legendAttention.node, legendDiff.node);
   const main = el("div", "av-main");
   main.append(klLine, row, legends);
   body.append(thumbs, main);
+  body.style.flexDirection = "column"; // the thumbnails as a strip above the panels
   host.replaceChildren(root);
+
+  let shape = { perRow: 0, px: 0, width: 0 };
+  /** Fit the panels to the output's width: order, size, which carry destination labels. */
+  function layout() {
+    const width = Math.round(root.getBoundingClientRect().width) || 968;
+    const shown = PANELS.filter(([key]) => key !== "masked" || model.get("has_masked")).length;
+    const { perRow, px } = panelLayout(width, shown);
+    const changed = perRow !== shape.perRow || px !== shape.px;
+    shape = { perRow, px, width };
+    const order = panelOrder(perRow).filter((key) => key !== "masked" || model.get("has_masked"));
+    row.replaceChildren(...order.map((key) => panels[key].node));
+    row.style.display = "grid";
+    row.style.gridTemplateColumns = `repeat(${perRow}, auto)`;
+    row.style.justifyContent = "start";
+    order.forEach((key, i) => panels[key].layout(px, i % perRow === 0));
+    const heads = source.decoded?.shape[0] ?? Number(model.get("n_heads") ?? 9);
+    const thumbPx = thumbs.firstElementChild?.getBoundingClientRect().width || THUMB_PX + 12;
+    const perLine = Math.max(1, Math.min(heads, Math.floor(width / (thumbPx + 6))));
+    thumbs.style.gridTemplateColumns = `repeat(${perLine}, auto)`;
+    root.dataset.perRow = String(perRow);
+    root.dataset.panelPx = String(px);
+    return changed;
+  }
 
   const diffOf = () => (diffSelect.value === "masked" && model.get("has_masked") ? "masked" : "transcoder");
 
@@ -103,8 +153,9 @@ function render({ model, el: host }) {
     renderThumbs(thumbs, source.decoded?.shape, {
       slice: (h) => slice("true", h),
       px: THUMB_PX,
-      contrast: contrast.checked,
+      scale: view.scale().name,
       caption: (h) => thumbCaption(h, kl),
+      title: (h) => thumbTitle(h, kl),
       onSelect: view.selectHead,
     });
   }
@@ -124,7 +175,7 @@ function render({ model, el: host }) {
       return;
     }
     const [, rows, cols] = decoded.shape;
-    const vmax = colorMax(slice("true"), rows, cols, contrast.checked);
+    const range = view.scale();
     for (const [key] of PANELS) {
       const panel = panels[key];
       const s = slice(key);
@@ -135,10 +186,10 @@ function render({ model, el: host }) {
         panel.draw(() => differencePixels(s, rows, cols, bound), rows, cols);
         legendDiff.setRange(formatSigned(-bound), formatSigned(bound));
       } else {
-        panel.draw(() => patternPixels(s, rows, cols, vmax), rows, cols);
+        panel.draw(() => patternPixels(s, rows, cols, range.vmax, range.vmin), rows, cols);
       }
     }
-    legendAttention.setRange("0", vmax === 1 ? "1" : formatValue(vmax));
+    legendAttention.setScale(range);
     root.dataset.painted = String(performance.now());
   }
 
@@ -157,7 +208,7 @@ function render({ model, el: host }) {
     }
     for (const panel of Object.values(panels)) panel.highlight(cell);
     const diffName = diffOf() === "masked" ? "masked map" : "transcoder";
-    const lines = describeCells(view.tokens(), cell.row, cell.col, values, view.factor(), diffName, view.offset());
+    const lines = describeCells(view.tokens(), cell.row, cell.col, values, view.factor(), diffName, view.offset(), view.scale().name);
     tooltip.show(lines, event, cell);
   }
 
@@ -168,10 +219,20 @@ function render({ model, el: host }) {
 
   diffSelect.addEventListener("change", renderPanels);
   view.frame.listen({ "change:dictionary": renderControls });
+  // Re-fit when the output's width changes (a side panel opened, the window resized).
+  const resize = new ResizeObserver(() => {
+    if (Math.abs(Math.round(root.getBoundingClientRect().width) - shape.width) < 1) return;
+    if (layout()) {
+      renderPanels();
+      renderLabels();
+    }
+  });
+  resize.observe(root);
   view.start({
     all() {
       renderControls();
       renderThumbnails();
+      layout();
       renderPanels();
       renderLabels();
       hideHover();
@@ -180,12 +241,11 @@ function render({ model, el: host }) {
       hideHover();
       renderPanels();
     },
-    contrast() {
-      renderThumbnails();
-      renderPanels();
-    },
   });
-  return view.dispose;
+  return () => {
+    resize.disconnect();
+    view.dispose();
+  };
 }
 
 export default { render };

@@ -21,7 +21,13 @@ export const NO_ANSWER =
  * In an exported file (trait __static__) `write` and `call` do nothing and say so.
  */
 export function createFrame(model, { testid, controls = [], statusText = () => "", hasData = () => false, localError = () => "" }) {
-  const root = el("div", "attnviz", { "data-testid": testid });
+  // data-lm-suppress-shortcuts: JupyterLab leaves keys typed in here to the widget (Shift+Enter
+  // in a prompt box would otherwise run the cell and replace the widget); the keydown listener
+  // below keeps them from the notebook's other listeners too.
+  const root = el("div", "attnviz", { "data-testid": testid, "data-lm-suppress-shortcuts": "true" });
+  root.addEventListener("keydown", (event) => {
+    if (event.target !== root && /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName ?? "")) event.stopPropagation();
+  });
   const style = el("style");
   style.textContent = CSS;
   const controlsRow = el("div", "av-controls");

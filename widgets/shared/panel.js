@@ -4,11 +4,17 @@
 
 import { el, textEl } from "./controls.js";
 import { divergingColor, drawPixels, scaleColor } from "./heatmap.js";
-import { axisLabels, cellAt, cellSize, HEATMAP_PX, LABEL_MIN_PX, labelStride } from "./tokens.js";
+import { axisLabels, cellAt, cellLabel, cellSize, HEATMAP_PX, labelFontPx, labelStride } from "./tokens.js";
+
+/** Width of the destination-label column, in CSS pixels. */
+export const Y_LABELS_PX = 130;
 
 /**
  * A labelled heatmap: title, destination labels on the left (when `yLabels`), the canvas with a
  * hover outline and a selection outline, source labels below. Reports hovered and clicked cells.
+ * Up to LABEL_ALL_UP_TO tokens every token has its label (the panel scrolls sideways when that
+ * makes it wider than the output); beyond, every k-th, and the hovered row and column get a
+ * floating label of their own.
  */
 export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, yLabels = true, onHover, onLeave, onClick }) {
   const node = el("div", "av-panel", { "data-panel": testid });
@@ -30,9 +36,34 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
   node.append(plot);
 
   let geometry = { rows: 0, cols: 0, cellPx: 1, stride: 1 };
+  let size = px;
+  let showY = yLabels;
   let destLabels = new Map();
   let srcLabels = new Map();
   let hot = null;
+  let axis = { tokens: [], factor: 1, offset: 0 };
+  const floatDest = el("div", "av-label av-float", { "data-testid": `${testid}-hover-dest` });
+  const floatSrc = el("div", "av-label av-float", { "data-testid": `${testid}-hover-src` });
+
+  /** On a thinned axis, the hovered row's / column's own label, over the others. */
+  function floatLabel(box, index, isDest) {
+    const labelled = index % geometry.stride === 0;
+    if (index === null || geometry.stride <= 1 || labelled) {
+      box.style.display = "none";
+      return;
+    }
+    const { cellPx } = geometry;
+    const font = labelFontPx(cellPx);
+    box.textContent = cellLabel(axis.tokens, index, axis.factor, true, axis.offset).text;
+    box.style.display = "block";
+    box.style.fontSize = `${font}px`;
+    box.style.lineHeight = `${font + 2}px`;
+    if (isDest) box.style.top = `${index * cellPx + cellPx / 2 - (font + 2) / 2}px`;
+    else {
+      box.style.left = `${index * cellPx + cellPx / 2 - (font + 2) / 2}px`;
+      box.style.width = `${font + 2}px`;
+    }
+  }
 
   function setHot(map, index, on) {
     const label = map.get(index - (index % geometry.stride));
@@ -64,12 +95,18 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
     },
     /** Draw rows x cols pixels from `makePixels()`; labels follow with setLabels. */
     draw(makePixels, rows, cols) {
-      const cellPx = cellSize(Math.max(rows, cols), px);
+      const cellPx = cellSize(Math.max(rows, cols), size, undefined, true);
       geometry = { rows, cols, cellPx, stride: labelStride(cellPx) };
       drawPixels(canvas, makePixels, rows, cols, cellPx);
       canvas.dataset.rows = String(rows);
       canvas.dataset.cols = String(cols);
       canvas.dataset.painted = String(performance.now());
+    },
+    /** The longest side in CSS pixels, and whether destination labels show (both: redraw after). */
+    layout(longest, withYLabels) {
+      size = longest;
+      showY = withYLabels;
+      corner.textContent = showY ? "destination (query) ↓" : "";
     },
     clear() {
       geometry = { rows: 0, cols: 0, cellPx: 1, stride: 1 };
@@ -78,19 +115,24 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
     },
     setLabels(tokens, factor = 1, offset = 0) {
       const { rows, cols, cellPx, stride } = geometry;
-      const lineHeight = Math.max(cellPx, LABEL_MIN_PX);
+      axis = { tokens, factor, offset };
+      const font = labelFontPx(cellPx);
+      const lineHeight = Math.max(cellPx, font);
       const xSpecs = axisLabels(tokens, cols, factor, stride, offset);
       const longest = Math.max(1, ...xSpecs.map((s) => Array.from(s.text).length));
       const xHeight = Math.min(110, 7 * longest + 12);
-      ylabels.replaceChildren();
-      xlabels.replaceChildren();
+      ylabels.replaceChildren(floatDest);
+      xlabels.replaceChildren(floatSrc);
+      floatDest.style.display = "none";
+      floatSrc.style.display = "none";
+      floatSrc.style.height = `${xHeight - 4}px`;
       destLabels = new Map();
       srcLabels = new Map();
       ylabels.style.height = `${Math.round(rows * cellPx)}px`;
-      ylabels.style.width = yLabels ? "130px" : "0px";
+      ylabels.style.width = showY ? `${Y_LABELS_PX}px` : "0px";
       xlabels.style.width = `${Math.round(cols * cellPx)}px`;
       xlabels.style.height = `${xHeight}px`;
-      if (yLabels) {
+      if (showY) {
         for (const spec of axisLabels(tokens, rows, factor, stride, offset)) {
           const label = textEl("div", "av-label", spec.text, {
             "data-testid": "token-label",
@@ -100,6 +142,7 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
           label.title = spec.title;
           label.style.top = `${spec.index * cellPx + cellPx / 2 - lineHeight / 2}px`;
           label.style.lineHeight = `${lineHeight}px`;
+          label.style.fontSize = `${font}px`;
           label.style.maxWidth = "124px";
           ylabels.append(label);
           destLabels.set(spec.index, label);
@@ -115,6 +158,7 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
         label.style.left = `${spec.index * cellPx + cellPx / 2 - lineHeight / 2}px`;
         label.style.width = `${lineHeight}px`;
         label.style.lineHeight = `${lineHeight}px`;
+        label.style.fontSize = `${font}px`;
         label.style.height = `${xHeight - 4}px`;
         xlabels.append(label);
         srcLabels.set(spec.index, label);
@@ -137,6 +181,8 @@ export function createPanel({ testid = "heatmap", title = "", px = HEATMAP_PX, y
         setHot(destLabels, cell.row, true);
         setHot(srcLabels, cell.col, true);
       }
+      if (showY) floatLabel(floatDest, cell ? cell.row : null, true);
+      floatLabel(floatSrc, cell ? cell.col : null, false);
       place(hover, cell);
     },
     /** Mark the selected cell (null: none) with a dashed outline. */
@@ -184,7 +230,8 @@ export function createTooltip(root) {
 
 /**
  * A colour legend: title, low end, a bar of the scale ("sequential" or "diverging"), high end,
- * then optional swatches [{ color: [r, g, b], text }]. Returns { node, setRange(lo, hi) }.
+ * then optional swatches [{ color: [r, g, b] or hatched: true, text }]. Returns { node, setRange(lo, hi),
+ * setScale(range) }.
  */
 export function createLegend({ title, scale = "sequential", lo = "0", hi = "1", swatches = [] }) {
   const node = el("div", "av-legend");
@@ -204,14 +251,21 @@ export function createLegend({ title, scale = "sequential", lo = "0", hi = "1", 
   const loText = textEl("span", "", lo);
   const hiText = textEl("span", "", hi);
   node.append(textEl("span", "", title), loText, bar, hiText);
-  for (const { color, text } of swatches) {
-    const swatch = el("span", "av-swatch");
-    swatch.style.background = `rgb(${color.join(", ")})`;
+  for (const { color, hatched = false, text } of swatches) {
+    const swatch = el("span", hatched ? "av-swatch av-hatched" : "av-swatch");
+    if (!hatched) swatch.style.background = `rgb(${color.join(", ")})`;
     node.append(swatch, textEl("span", "", text));
   }
+  const titleText = node.firstChild;
   return {
     node,
     setRange(low, high) {
+      loText.textContent = low;
+      hiText.textContent = high;
+    },
+    /** Title and ends of a pattern scale (scales.js scaleRange). */
+    setScale({ title: text, lo: low, hi: high }) {
+      titleText.textContent = text;
       loText.textContent = low;
       hiText.textContent = high;
     },

@@ -21,16 +21,22 @@ function paintFuture(pixels, data, n) {
 }
 
 /**
- * RGBA pixels of a rows x cols pattern: the shared colour scale from 0 to `vmax`,
- * FUTURE_COLOR where a cell is NaN (masked).
+ * RGBA pixels of a rows x cols pattern: the shared colour scale from `vmin` to `vmax` (see
+ * scales.js: weights 0-1, or log10 weights -4-0), FUTURE_COLOR where a cell is NaN (masked).
  */
-export function patternPixels(data, rows, cols, vmax = 1) {
-  return paintFuture(colorize(data, rows, cols, { vmin: 0, vmax }), data, rows * cols);
+export function patternPixels(data, rows, cols, vmax = 1, vmin = 0) {
+  return paintFuture(colorize(data, rows, cols, { vmin, vmax }), data, rows * cols);
 }
 
-/** RGBA pixels of a signed difference: blue below 0, white at 0, red above, ±bound the ends. */
+/**
+ * RGBA pixels of a signed difference: blue below 0, white at 0, red above, ±bound the ends.
+ * Future cells are transparent, so the canvas's hatched background (CSS class av-hatched) shows
+ * there: no colour of the diverging scale, light blues included, can pass for "masked".
+ */
 export function differencePixels(data, rows, cols, bound) {
-  return paintFuture(divergingColorize(data, rows, cols, bound), data, rows * cols);
+  const pixels = divergingColorize(data, rows, cols, bound);
+  for (let i = 0; i < rows * cols; i++) if (Number.isNaN(data[i])) pixels[i * 4 + 3] = 0;
+  return pixels;
 }
 
 /** Largest |value| of a slice (NaN skipped); 0 for an empty or all-masked slice. */
@@ -43,23 +49,6 @@ export function absMax(slice) {
   return max;
 }
 
-/**
- * The top of the colour scale for one head: 1 (weights are probabilities), or with
- * `skipFirst` the largest weight outside the first column, so that heads that park most of
- * their attention on the first token (an "attention sink") still show where the rest goes.
- */
-export function colorMax(slice, rows, cols, skipFirst = false) {
-  if (!skipFirst) return 1;
-  let max = 0;
-  for (let i = 0; i < rows; i++) {
-    for (let j = 1; j < cols; j++) {
-      const v = slice[i * cols + j];
-      if (v > max) max = v;
-    }
-  }
-  return max > 0 ? max : 1;
-}
-
 /** The rows x cols slice of head `h` of a decoded [heads, rows, cols] array (a view). */
 export function headSlice(data, shape, h) {
   if (shape.length !== 3) throw new RangeError(`expected [heads, dest, src], got [${shape.join(", ")}]`);
@@ -68,13 +57,22 @@ export function headSlice(data, shape, h) {
   return data.subarray(h * rows * cols, (h + 1) * rows * cols);
 }
 
-/** Caption of head h's thumbnail: its name and KL of each reconstruction. */
+/** Caption of head h's thumbnail: its name and the KL of each reconstruction, named. */
 export function thumbCaption(h, kl) {
   const t = kl?.transcoder?.[h];
   const m = kl?.masked?.[h];
-  const parts = [`KL ${formatKl(t)}`];
-  if (m !== undefined) parts.push(formatKl(m));
-  return `head ${h}\n${parts.join(" · ")}`;
+  const parts = [`KL tc ${formatKl(t)}`];
+  if (m !== undefined) parts.push(`KL map ${formatKl(m)}`);
+  return `head ${h}\n${parts.join("\n")}`; // one per line: the thumbnail stays narrow
+}
+
+/** The thumbnail's tooltip: what the caption's KL values are. */
+export function thumbTitle(h, kl) {
+  const t = kl?.transcoder?.[h];
+  const m = kl?.masked?.[h];
+  const lines = [`head ${h}`, `KL(model ‖ transcoder pattern) ${formatKl(t)} nats`];
+  if (m !== undefined) lines.push(`KL(model ‖ masked feature map) ${formatKl(m)} nats`);
+  return lines.join("\n");
 }
 
 /** Decode every wire array of `panels` that has a shape; throws on a bad one. */
@@ -137,6 +135,7 @@ export function panelSource(model, trait = "panels") {
 /** The status line under the controls. */
 export function statusText({ busy, nTokens, layer, head, downsampled, pooled = "max-pooled", window = [] }) {
   if (busy) return "computing…";
+  if (!nTokens) return "nothing shown yet: see the message below";
   const parts = [`layer ${layer}`, `head ${head}`, `${nTokens} token${nTokens === 1 ? "" : "s"}`];
   if (window.length === 2) parts.push(`showing tokens ${window[0]}–${window[1] - 1}`);
   if (downsampled > 1) parts.push(`shown in ${downsampled}×${downsampled} blocks (${pooled})`);

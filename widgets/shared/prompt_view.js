@@ -1,30 +1,44 @@
 // The part every widget over one prompt shares: the frame with its prompt box, Show button, layer
 // selector and "whole prompt" button; the trait listeners that refresh the picture; zooming into
-// a pooled block; head selection; the contrast checkbox. A widget's index.js keeps only what it
-// draws:
+// a pooled block; head selection; the colour-scale selector and the attention-sink note. A
+// widget's index.js keeps only what it draws:
 //
 //   const view = createPromptView(model, { testid: "attention-view", trait: "patterns" });
 //   ... build panels into view.body, using view.source, view.tooltip, view.zoom ...
 //   view.start({ all: renderAll, head: renderHead });
 //   return view.dispose;
 
-import { createCheckbox, el, submitOnEnter, textEl } from "./controls.js";
+import { createCheckbox, el, fillSelect, submitOnEnter, textEl } from "./controls.js";
 import { batched } from "./events.js";
 import { createFrame } from "./frame.js";
 import { createTooltip } from "./panel.js";
 import { panelSource, statusOf } from "./patterns.js";
+import { SCALE_CHOICES, scaleRange, sinkNote } from "./scales.js";
 import { zoomWindow } from "./tokens.js";
 
 const DATA_TRAITS = ["tokens", "downsampled", "offset"];
+const STATIC_NOTE = "Exported view: hover and head selection work here; new prompts, layers and scales need the notebook.";
+
+/**
+ * The text of a prompt box whose kernel prompt is `original`. A textarea turns "\r\n" and "\r"
+ * into "\n"; a prompt written with "\r\n" keeps them (unedited, it is exactly the original), so
+ * pressing Enter never changes its tokens behind the user's back.
+ */
+export function keepLineEndings(value, original) {
+  if (value === original.replace(/\r\n?/g, "\n")) return original;
+  return original.includes("\r\n") ? value.replace(/\n/g, "\r\n") : value;
+}
 
 /**
  * `trait`: the trait holding the patterns ("panels": {key: wire array}, or one wire array).
- * `pooled`: what the status line says pooled blocks do. `contrast`: the contrast checkbox's
- * title (null: no checkbox). `controls`: more controls after the layer selector. `dataTraits`:
+ * `pooled`: what the status line says pooled blocks do. `scales`: show the colour-scale selector
+ * (weights / without the first token / log, computed in the kernel: scales.js) and the note on
+ * attention-sink heads. `controls`: more controls after the layer selector. `dataTraits`:
  * more traits whose change redraws everything. `statusText` and `hasData` replace the defaults
  * (the pattern's status line; "a pattern is shown") for widgets that draw something else.
+ * `staticNote`: what an exported copy says works in it.
  */
-export function createPromptView(model, { testid, trait = "panels", pooled = "max-pooled; click a block to zoom in", contrast = null, controls = [], dataTraits = [], statusText = null, hasData = null }) {
+export function createPromptView(model, { testid, trait = "panels", pooled = "max-pooled; click a block to zoom in", scales = false, controls = [], dataTraits = [], statusText = null, hasData = null, staticNote = STATIC_NOTE }) {
   const source = panelSource(model, trait);
   // A textarea, not an <input>: an input drops the newlines of a multi-line prompt, and the
   // kernel would then see different text. Enter recomputes; Shift+Enter starts a new line.
@@ -42,25 +56,33 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
     "data-testid": "unzoom",
     title: "leave the token window and show the whole prompt again",
   });
-  const contrastBox = contrast === null ? null : createCheckbox("contrast", "contrast", contrast);
+  const scaleSelect = scales
+    ? el("select", "av-layer", {
+        "data-testid": "scale",
+        "aria-label": "colour scale",
+        title: "weights: 0 to 1 · without first token: each row rescaled without the first token (for attention sinks) · log scale: 10⁻⁴ to 1 (long prompts)",
+      })
+    : null;
+  const cut = createCheckbox("cut to context", "truncate", "a prompt longer than the model's context is cut to its first tokens instead of refused");
   const frame = createFrame(model, {
     testid,
-    controls: [prompt, go, layerSelect, unzoom, ...controls, ...(contrastBox ? [contrastBox.node] : [])],
+    controls: [prompt, go, layerSelect, unzoom, ...controls, ...(scaleSelect ? [scaleSelect] : []), cut.node],
     hasData: hasData ?? (() => source.decoded !== null),
     localError: () => source.error,
     statusText: statusText ?? (() => statusOf(model, source.head(), pooled)),
   });
   const { root, body } = frame;
   if (frame.isStatic) {
-    const note = textEl(
-      "div",
-      "av-note",
-      "Exported view: hover and head selection work here; new prompts and layers need the notebook.",
-      { "data-testid": "static-note" },
-    );
+    const note = textEl("div", "av-note", staticNote, { "data-testid": "static-note" });
     root.insertBefore(note, frame.controls.nextSibling);
-    for (const control of [prompt, go, layerSelect, unzoom]) control.disabled = true;
+    for (const control of [prompt, go, layerSelect, unzoom, scaleSelect, cut.box]) if (control) control.disabled = true;
+    if (scaleSelect) scaleSelect.title = "the scale was chosen in the notebook; another needs the notebook";
   }
+  const note = textEl("div", "av-note", "", { "data-testid": "sink-note" });
+  note.style.display = "none";
+  const cutNote = textEl("div", "av-note", "", { "data-testid": "cut-note" });
+  root.insertBefore(note, body);
+  root.insertBefore(cutNote, note);
   const tooltip = createTooltip(root);
 
   /** One row per line of the prompt, up to six (a long single line scrolls sideways). */
@@ -71,24 +93,45 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
 
   function renderControls() {
     const value = model.get("prompt") ?? "";
-    if (prompt.value !== value) prompt.value = value;
+    if (keepLineEndings(prompt.value, value) !== value) prompt.value = value;
     fitRows();
     const layers = model.get("layers") ?? [];
-    const have = Array.from(layerSelect.options, (o) => Number(o.value));
-    if (have.length !== layers.length || have.some((v, i) => v !== layers[i])) {
-      layerSelect.replaceChildren(...layers.map((layer) => textEl("option", "", `layer ${layer}`, { value: String(layer) })));
-    }
     const layer = Number(model.get("layer"));
-    if (layers.includes(layer)) layerSelect.value = String(layer);
+    const choices = layers.map((l) => [String(l), `layer ${l}`]);
+    // A layer the widget cannot show (a bad first input) is named, not replaced by the first one.
+    if (!layers.includes(layer)) choices.unshift([String(layer), `layer ${layer} (not available)`]);
+    fillSelect(layerSelect, choices, String(layer));
     unzoom.style.display = (model.get("window") ?? []).length === 2 ? "" : "none";
+    if (scaleSelect) fillSelect(scaleSelect, SCALE_CHOICES, model.get("scale") ?? "weights");
+    // The "cut to context" box appears once it matters: a prompt refused for its length, or cut.
+    const cutFrom = Number(model.get("cut_from") ?? 0);
+    const refused = /cut to context/.test(model.get("error") ?? "");
+    cut.box.checked = Boolean(model.get("truncate"));
+    cut.node.style.display = refused || cut.box.checked || cutFrom > 0 ? "" : "none";
+    cutNote.textContent = cutFrom > 0 ? `The prompt had ${cutFrom} tokens; only its first ${tokens().length} (the model's context) are shown.` : "";
+    cutNote.style.display = cutFrom > 0 ? "" : "none";
+  }
+
+  /** Say so when the selected head puts (almost) all its attention on the first token. */
+  function renderNote() {
+    const head = source.head();
+    const text = scales ? sinkNote(head, (model.get("sink") ?? [])[head], model.get("scale")) : "";
+    note.textContent = text;
+    note.style.display = text ? "" : "none";
+    root.dataset.sink = text ? "true" : "false";
   }
 
   function submitPrompt() {
-    if (prompt.value !== (model.get("prompt") ?? "")) frame.write({ prompt: prompt.value });
+    const text = keepLineEndings(prompt.value, model.get("prompt") ?? "");
+    if (text !== (model.get("prompt") ?? "")) frame.write({ prompt: text });
   }
   submitOnEnter(prompt, submitPrompt);
   go.addEventListener("click", submitPrompt);
   unzoom.addEventListener("click", () => frame.write({ window: [] }));
+  cut.box.addEventListener("change", () => frame.write({ truncate: cut.box.checked }));
+  scaleSelect?.addEventListener("change", () => {
+    if (scaleSelect.value !== model.get("scale")) frame.write({ scale: scaleSelect.value });
+  });
   layerSelect.addEventListener("change", () => {
     const layer = Number(layerSelect.value);
     if (layer !== model.get("layer")) frame.write({ layer });
@@ -104,8 +147,9 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
     body,
     source,
     tooltip,
-    contrast: contrastBox,
     tokens,
+    /** The colour scale's { vmin, vmax, lo, hi, title } and name (scales.js). */
+    scale: () => ({ name: model.get("scale") ?? "weights", ...scaleRange(model.get("scale")) }),
     factor,
     offset,
     /** The selected head, clamped to the heads there are. */
@@ -123,14 +167,16 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
     },
     /**
      * Start drawing: `all()` after new data (source refreshed, before the status line),
-     * `head()` after a head change, `contrast()` (default `all`) when the checkbox flips.
+     * `head()` after a head change.
      */
-    start({ all, head, contrast: onContrast = all }) {
+    start({ all, head }) {
       const renderAll = () => {
         source.refresh();
         frame.settled();
         root.dataset.nTokens = String(tokens().length);
+        root.dataset.scale = model.get("scale") ?? "weights";
         all();
+        renderNote();
         tooltip.hide();
         frame.renderStatus();
       };
@@ -150,12 +196,17 @@ export function createPromptView(model, { testid, trait = "panels", pooled = "ma
         "change:head": () => {
           tooltip.hide();
           head();
+          renderNote();
           frame.renderStatus();
         },
+        "change:scale": renderControls,
+        "change:error": renderControls,
+        "change:cut_from": renderControls,
+        "change:truncate": renderControls,
+        "change:sink": renderNote,
       };
       for (const name of [trait, ...DATA_TRAITS, ...dataTraits]) handlers[`change:${name}`] = scheduleAll;
       frame.listen(handlers);
-      contrastBox?.box.addEventListener("change", onContrast);
       renderControls();
       renderAll();
     },

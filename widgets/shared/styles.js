@@ -34,6 +34,13 @@ export const CSS = `
 .attnviz .av-ylabels .av-label { right: 6px; text-align: right; }
 .attnviz .av-xlabels .av-label { top: 4px; writing-mode: vertical-rl; transform: rotate(180deg); text-align: end; }
 .attnviz .av-label.av-hot { color: #7a2e6e; font-weight: 700; }
+.attnviz .av-label.av-float { display: none; z-index: 2; color: #7a2e6e; font-weight: 700; background: var(--jp-layout-color1, #fff); }
+.attnviz .av-panel { max-width: 100%; overflow-x: auto; }
+.attnviz .av-token-text { margin-top: 10px; max-width: 900px; }
+.attnviz .av-token-flow { white-space: pre-wrap; word-break: break-word; line-height: 1.8; margin-top: 4px;
+  font: 12px/1.8 var(--jp-code-font-family, ui-monospace, "DejaVu Sans Mono", monospace); }
+.attnviz .av-tok { border-radius: 2px; cursor: pointer; box-shadow: inset 0 0 0 1px rgba(0, 0, 0, 0.06); }
+.attnviz .av-tok-picked { outline: 2px solid #1b1b1b; }
 .attnviz .av-canvas-wrap { position: relative; line-height: 0; }
 .attnviz canvas.av-heatmap { display: block; border: 1px solid var(--jp-border-color2, #ddd); cursor: crosshair; }
 .attnviz .av-hover, .attnviz .av-selected { position: absolute; display: none; pointer-events: none; box-sizing: border-box; }
@@ -45,6 +52,7 @@ export const CSS = `
 .attnviz .av-legend { display: flex; align-items: center; gap: 6px; margin-top: 8px;
   color: var(--jp-ui-font-color2, #666); font-size: 11px; flex-wrap: wrap; }
 .attnviz .av-legend canvas { height: 10px; width: 160px; border: 1px solid var(--jp-border-color2, #ddd); }
+.attnviz .av-hatched { background: repeating-linear-gradient(135deg, #b8b8b8 0 1.5px, #f2f2f2 1.5px 5px); }
 .attnviz .av-swatch { display: inline-block; width: 10px; height: 10px; border: 1px solid #999; margin-left: 8px; }
 .attnviz label.av-check { display: inline-flex; align-items: center; gap: 3px; cursor: pointer; user-select: none; }
 .attnviz table.av-table { border-collapse: collapse; font-size: 11.5px; }

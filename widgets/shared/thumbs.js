@@ -2,25 +2,26 @@
 
 import { el, textEl } from "./controls.js";
 import { drawPixels } from "./heatmap.js";
-import { colorMax, patternPixels } from "./patterns.js";
+import { patternPixels } from "./patterns.js";
+import { scaleRange } from "./scales.js";
 
 /**
  * One button per head of a decoded [heads, rows, cols] pattern (`shape`; null: none), each a
- * `px`-pixel picture of `slice(h)` (scaled by colorMax, `contrast` as the widgets' checkbox)
- * with the caption `caption(h)`; `onSelect(h)` on click.
+ * `px`-pixel picture of `slice(h)` on the widget's colour `scale` (scales.js) with the caption
+ * `caption(h)` (and the tooltip `title(h)`); `onSelect(h)` on click.
  */
-export function renderThumbs(container, shape, { slice, px, contrast = false, caption, onSelect }) {
+export function renderThumbs(container, shape, { slice, px, scale = "weights", caption, title = (h) => `head ${h}`, onSelect }) {
   container.replaceChildren();
   if (!shape) return;
   const [heads, rows, cols] = shape;
   container.style.gridTemplateColumns = `repeat(${Math.min(heads, Math.ceil(Math.sqrt(heads)))}, auto)`;
   for (let h = 0; h < heads; h++) {
     const button = el("button", "av-thumb", { type: "button", "data-testid": `thumb-${h}`, "data-head": String(h) });
-    button.title = `head ${h}`;
+    button.title = title(h);
     const canvas = el("canvas");
     const values = slice(h);
-    const vmax = colorMax(values, rows, cols, contrast);
-    drawPixels(canvas, () => patternPixels(values, rows, cols, vmax), rows, cols, px / Math.max(rows, cols, 1));
+    const { vmin, vmax } = scaleRange(scale);
+    drawPixels(canvas, () => patternPixels(values, rows, cols, vmax, vmin), rows, cols, px / Math.max(rows, cols, 1));
     button.append(canvas, textEl("span", "av-caption", caption(h)));
     button.addEventListener("click", () => onSelect(h));
     container.append(button);

@@ -2,7 +2,7 @@
 // they run under node --test. Token text is only ever returned as plain strings: callers put it
 // into the page through textContent or `title`, never as HTML.
 
-import { formatValue } from "./format.js";
+import { scaleValueText } from "./scales.js";
 
 export { formatSigned, formatValue } from "./format.js";
 
@@ -10,8 +10,10 @@ export { formatSigned, formatValue } from "./format.js";
 export const HEATMAP_PX = 480;
 /** Largest cell of a heatmap (short prompts), in CSS pixels. */
 export const MAX_CELL_PX = 26;
-/** Labels are at least this far apart; denser axes label every k-th token. */
-export const LABEL_MIN_PX = 13;
+/** Labels are at least this far apart (the smallest label font); denser axes label every k-th token. */
+export const LABEL_MIN_PX = 9;
+/** Up to this many tokens every token is labelled: cells grow to LABEL_MIN_PX (the panel scrolls). */
+export const LABEL_ALL_UP_TO = 128;
 
 /** Token text made visible: newlines and tabs as symbols, cut to `maxChars` with an ellipsis. */
 export function displayToken(token, maxChars = 14) {
@@ -24,11 +26,21 @@ export function displayToken(token, maxChars = 14) {
   return chars.length > maxChars ? `${chars.slice(0, maxChars - 1).join("")}…` : s;
 }
 
-/** CSS pixels per cell of an n x n heatmap: whole pixels when cells are big, else fractional. */
-export function cellSize(n, maxPx = HEATMAP_PX, maxCell = MAX_CELL_PX) {
+/**
+ * CSS pixels per cell of an n x n heatmap: whole pixels when cells are big, else fractional.
+ * `labelAll`: up to LABEL_ALL_UP_TO tokens a cell is never smaller than a label (LABEL_MIN_PX),
+ * so every token keeps its label and the heatmap grows past maxPx instead.
+ */
+export function cellSize(n, maxPx = HEATMAP_PX, maxCell = MAX_CELL_PX, labelAll = false) {
   if (n <= 0) return maxCell;
-  const px = Math.min(maxCell, maxPx / n);
+  let px = Math.min(maxCell, maxPx / n);
+  if (labelAll && n <= LABEL_ALL_UP_TO) px = Math.max(px, LABEL_MIN_PX);
   return px >= 4 ? Math.floor(px) : px;
+}
+
+/** Font size of axis labels for cells of `cellPx`: 11 px where there is room, else 9 px. */
+export function labelFontPx(cellPx) {
+  return cellPx >= 13 ? 11 : LABEL_MIN_PX;
 }
 
 /** Label every `stride`-th cell so that labels sit at least `minPx` apart. */
@@ -98,17 +110,14 @@ export function cellTokens(tokens, row, col, factor = 1, offset = 0) {
 }
 
 /**
- * The tooltip of a cell: three lines (destination token, source token, value). Destination
- * is the row (the query, the token that attends), source the column (the key).
+ * The tooltip of a cell: three lines (destination token, source token, value on the colour
+ * `scale`, see scales.js). Destination is the row (the query, the token that attends), source
+ * the column (the key).
  */
-export function describeCell(tokens, row, col, value, factor = 1, offset = 0) {
-  const masked = Number.isNaN(value);
-  return [
-    ...cellTokens(tokens, row, col, factor, offset),
-    masked
-      ? "masked: a token never sees later tokens"
-      : `attention ${formatValue(value)}${factor > 1 ? ` (max over a ${factor}×${factor} block)` : ""}`,
-  ];
+export function describeCell(tokens, row, col, value, factor = 1, offset = 0, scale = "weights") {
+  const pooled = factor > 1 ? ` (max over a ${factor}×${factor} block)` : "";
+  const firstToken = blockTokens(col, factor, tokens.length, offset).start === 0 && factor === 1;
+  return [...cellTokens(tokens, row, col, factor, offset), scaleValueText(scale, value, firstToken, pooled)];
 }
 
 /**
