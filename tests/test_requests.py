@@ -203,3 +203,11 @@ def test_request_probe_exports_its_chart(probe, tmp_path):
     assert len(probe.figure().data) == 1
     text = probe.to_html(tmp_path / "probe.html").read_text()
     assert 'data-widget="request_probe"' in text and '"chart":{"kind":"scatter"' in text
+
+
+def test_a_ping_is_answered_at_once_even_while_a_job_runs(probe):
+    ask(probe, "long", "slow", steps=50, delay=0.02)
+    probe.requests.on_message(probe, {"kind": "ping", "id": "ping-1"}, [])
+    assert {"kind": "pong", "id": "ping-1"} in [c for c, _ in probe.recorder.sent]
+    assert not [c for c in probe.recorder.of("long") if c["kind"] in FINAL]  # still running
+    probe.requests.wait(10)

@@ -11,7 +11,9 @@ runs, and replies with exactly one of::
     {"kind": "cancelled", "id"}
 
 with ``{"kind": "progress", "id", "done", "total", "text"}`` in between (at most every
-``PROGRESS_INTERVAL_S``, and always the last one). A handler is a widget method marked with
+``PROGRESS_INTERVAL_S``, and always the last one). ``{"kind": "ping", "id"}`` is answered at
+once with ``{"kind": "pong", "id"}``: the front end's heartbeat, so a widget whose kernel is gone
+(or busy with a cell) says so within seconds. A handler is a widget method marked with
 :func:`handles`; it receives a :class:`Job` and the request's arguments::
 
     class Sweep(Widget):
@@ -178,6 +180,9 @@ class Requests:
         if not isinstance(content, dict):
             return
         kind, rid = content.get("kind"), content.get("id")
+        if kind == "ping":  # the front end's heartbeat: answered at once, whatever is running
+            self._send({"kind": "pong", "id": rid})
+            return
         if kind == "cancel":
             with self._lock:
                 job = self.jobs.get(str(rid))

@@ -5,6 +5,7 @@ and masked cells."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -181,3 +182,21 @@ def test_the_explorer_fits_a_notebook_width_with_every_panel_labelled(views, scr
 def test_no_page_errors(views):
     ours = [e for e in views.page.attnviz_errors if "attnviz" in e or "attention" in e.lower()]
     assert ours == [] and views.page.dialogs == []
+
+
+def test_a_restarted_kernel_is_said_within_seconds(views):
+    """Last: it restarts the kernel behind every widget of the notebook. The widgets' heartbeat
+    goes unanswered and each says what to do within seconds."""
+    view = views.nth(1)
+    gone = view.get_by_test_id("kernel-gone")
+    assert not gone.is_visible() and view.get_attribute("data-kernel") in (None, "live")
+    page = views.page
+    page.locator(".lm-MenuBar-item", has_text="Kernel").first.click()
+    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Restart Kernel…'))").click()
+    page.locator(".jp-Dialog .jp-mod-accept").click(timeout=10_000)
+    start = time.monotonic()
+    gone.wait_for(state="visible", timeout=15_000)
+    assert time.monotonic() - start < 10
+    assert "run the widget's cell again" in gone.text_content()
+    assert view.get_attribute("data-kernel") == "silent"
+    assert page.get_by_test_id("pattern-explorer").get_by_test_id("kernel-gone").is_visible()

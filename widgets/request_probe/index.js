@@ -19,9 +19,9 @@ export const BUTTONS = [
   ["unknown", "unknown", "no_such_method", {}],
 ];
 
-/** Tally of raw kernel messages per request id: { id: { progress, final, kinds } }. */
+/** Tally of raw kernel messages per request id: { id: { progress, final, kinds } } (the frame's heartbeat pongs left out). */
 export function tally(counts, msg) {
-  if (!msg || typeof msg.id !== "string") return counts;
+  if (!msg || typeof msg.id !== "string" || msg.kind === "pong") return counts;
   const entry = counts[msg.id] ?? { progress: 0, final: 0, kinds: [] };
   if (msg.kind === "progress") entry.progress += 1;
   else {

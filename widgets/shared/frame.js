@@ -12,6 +12,12 @@ import { CSS } from "./styles.js";
 
 export const NO_ANSWER =
   "no answer from the kernel yet: it may be busy with another cell, or gone (re-run the widget's cell to reconnect)";
+export const KERNEL_GONE =
+  "The kernel behind this widget is not answering: it is busy running a cell, or it restarted or stopped (then nothing here can be recomputed: run the widget's cell again). The picture is the last one the kernel sent.";
+/** The heartbeat: a ping this often while the page is visible... */
+export const HEARTBEAT_MS = 2000;
+/** ... and the kernel counts as not answering after this long without a pong. */
+export const HEARTBEAT_TIMEOUT_MS = 5000;
 
 /**
  * A widget frame. `statusText()` gives the idle status line; `hasData()` says whether a picture
@@ -21,12 +27,13 @@ export const NO_ANSWER =
  * In an exported file (trait __static__) `write` and `call` do nothing and say so.
  */
 export function createFrame(model, { testid, controls = [], statusText = () => "", hasData = () => false, localError = () => "" }) {
-  // data-lm-suppress-shortcuts: JupyterLab leaves keys typed in here to the widget (Shift+Enter
-  // in a prompt box would otherwise run the cell and replace the widget); the keydown listener
-  // below keeps them from the notebook's other listeners too.
-  const root = el("div", "attnviz", { "data-testid": testid, "data-lm-suppress-shortcuts": "true" });
+  const root = el("div", "attnviz", { "data-testid": testid });
+  // Keys typed into the widget's boxes are the widget's: JupyterLab reads shortcuts as the event
+  // bubbles to the document, so stopping it here keeps Shift+Enter (run the cell, replacing the
+  // widget) and command-mode letters out. Ctrl/Cmd/Alt combinations still reach it (Ctrl+S saves).
   root.addEventListener("keydown", (event) => {
-    if (event.target !== root && /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName ?? "")) event.stopPropagation();
+    const typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName ?? "");
+    if (typing && !event.ctrlKey && !event.metaKey && !event.altKey) event.stopPropagation();
   });
   const style = el("style");
   style.textContent = CSS;
@@ -40,8 +47,9 @@ export function createFrame(model, { testid, controls = [], statusText = () => "
   const progress = el("div", "av-progress", { "data-testid": "progress-box" });
   progress.append(bar, barText, cancel);
   const errorBox = el("div", "av-error", { "data-testid": "error", role: "alert" });
+  const goneBox = textEl("div", "av-error", KERNEL_GONE, { "data-testid": "kernel-gone", role: "alert" });
   const body = el("div", "av-body");
-  root.append(style, controlsRow, status, progress, errorBox, body);
+  root.append(style, controlsRow, status, progress, goneBox, errorBox, body);
   if (isStatic) root.dataset.static = "true";
 
   let pending = false; // a trait write sent from here that the kernel has not answered yet
@@ -76,6 +84,38 @@ export function createFrame(model, { testid, controls = [], statusText = () => "
     barText.textContent = [call.label, count, text].filter(Boolean).join(" · ");
   }
 
+  // Heartbeat: a kernel that restarted never answers the old comm again, and JupyterLab leaves
+  // the old picture up; a ping every HEARTBEAT_MS (answered at once by attnviz/widgets/
+  // requests.py) tells within seconds. A kernel busy with a long cell is silent too: the message
+  // says both, and goes away at the next pong.
+  let gone = false;
+  let lastPong = performance.now();
+  let pings = 0;
+  const onPong = (msg) => {
+    if (msg?.kind !== "pong") return;
+    lastPong = performance.now();
+    setGone(false);
+  };
+  function setGone(now) {
+    if (now === gone) return;
+    gone = now;
+    root.dataset.kernel = gone ? "silent" : "live";
+    goneBox.style.display = gone ? "block" : "none";
+    body.classList.toggle("av-stale", gone || pending);
+  }
+  if (!isStatic) model.on("msg:custom", onPong);
+  const heartbeat = isStatic
+    ? null
+    : setInterval(() => {
+        if (!root.isConnected || document.visibilityState === "hidden") return;
+        if (performance.now() - lastPong > HEARTBEAT_TIMEOUT_MS) setGone(true);
+        try {
+          model.send({ kind: "ping", id: `ping-${(pings += 1)}` });
+        } catch {
+          setGone(true); // no comm at all
+        }
+      }, HEARTBEAT_MS);
+
   function renderStatus() {
     const now = busy();
     const call = calls[calls.length - 1];
@@ -83,7 +123,7 @@ export function createFrame(model, { testid, controls = [], statusText = () => "
     status.textContent = now ? waitingText : statusText();
     status.classList.toggle("av-busy", now);
     root.dataset.busy = String(now);
-    body.classList.toggle("av-stale", pending || Boolean(model.get("busy")));
+    body.classList.toggle("av-stale", gone || pending || Boolean(model.get("busy")));
     const message = [model.get("error") ?? "", callError, localError()].filter(Boolean).join("\n");
     errorBox.textContent = message;
     if (message && hasData()) {
@@ -187,6 +227,8 @@ export function createFrame(model, { testid, controls = [], statusText = () => "
     },
     dispose() {
       clearTimeout(waiting);
+      clearInterval(heartbeat);
+      if (!isStatic) model.off("msg:custom", onPong);
       for (const entry of calls) entry.controller.abort();
       for (const stop of stops) stop();
     },
