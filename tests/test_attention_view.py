@@ -246,3 +246,31 @@ def test_characters_split_across_tokens_keep_their_text(smollm2):
     view = AttentionView(smollm2, "日本語 🙂", layer=0)
     assert "\ufffd" not in "".join(view.tokens)
     assert view.tokens[1:3] == ["日[1/2]", "日[2/2]"] and "語[1/3]" in view.tokens
+
+
+def test_layers_below_the_shown_one_come_from_the_same_forward_pass(smollm2, monkeypatch):
+    view = AttentionView(smollm2, PROMPT, layer=6)
+    fresh = AttentionView(smollm2, PROMPT, layer=2)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran for a kept layer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(smollm2, "attention", no_model)
+        patch.setattr(smollm2, "each_pattern", no_model)
+        view.layer = 2  # kept from the pass that computed layer 6: nothing runs
+    np.testing.assert_array_equal(decode_array(view.patterns), decode_array(fresh.patterns))
+    assert view.sink == fresh.sink and view.error == "" and view.layer == 2
+    view.scale = "off_first"  # needs full precision: computed for layer 2 on demand
+    fresh.scale = "off_first"
+    np.testing.assert_array_equal(decode_array(view.patterns), decode_array(fresh.patterns))
+    view.scale = "weights"
+    view.prompt = "A different prompt now"  # a new prompt: nothing kept from the old one
+    other = AttentionView(smollm2, "A different prompt now", layer=2)
+    np.testing.assert_array_equal(decode_array(view.patterns), decode_array(other.patterns))
+    view.layer = 1
+    assert view.tokens == other.tokens
+    np.testing.assert_array_equal(
+        decode_array(view.patterns),
+        decode_array(AttentionView(smollm2, "A different prompt now", layer=1).patterns),
+    )

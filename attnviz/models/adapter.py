@@ -203,6 +203,14 @@ class ModelAdapter(ABC):
         with torch.no_grad():
             return self._attention(tokens, self.check_layer(layer), tuple(fields), stop)
 
+    def each_pattern(self, tokens: Tensor, fn: Any, layers: Sequence[int] | None = None) -> None:
+        """Call fn(layer, pattern [batch heads dest src]) for every layer (or `layers`) of one
+        forward pass where the backend allows (TransformerLens: hooks), else one pass per layer.
+        fn may raise to stop the pass early."""
+        tokens = self.check_tokens(tokens)
+        for layer in range(self.spec.n_layers) if layers is None else layers:
+            fn(layer, self.attention(tokens, layer, ["pattern"]).pattern)
+
     def rotary(self, layer: int, n_pos: int) -> Rotary | None:
         """The layer's rotary tables for positions 0..n_pos-1; None for absolute positions."""
         return None

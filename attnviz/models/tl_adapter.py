@@ -66,6 +66,7 @@ def spec_from_tl(model: Any, name: str | None = None) -> ModelSpec:
 
 class TransformerLensAdapter(ModelAdapter):
     backend = "transformer_lens"
+    one_pass_patterns = True  # each_pattern reads every layer in one forward pass
 
     def __init__(self, model: Any, name: str | None = None, spec: ModelSpec | None = None):
         model.eval()
@@ -106,6 +107,17 @@ class TransformerLensAdapter(ModelAdapter):
             else:
                 setattr(acts, f, cache[names[f]])
         return acts
+
+    def each_pattern(self, tokens: Tensor, fn: Any, layers: Any = None) -> None:
+        tokens = self.check_tokens(tokens)
+        wanted = list(range(self.spec.n_layers)) if layers is None else list(layers)
+        last = max(wanted)
+        hooks = [
+            (self._hook(L, "attn.hook_pattern"), lambda p, hook, L=L: fn(L, p.detach()))
+            for L in wanted
+        ]
+        with torch.no_grad():
+            self.model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=last + 1)
 
     def qk_weights(self, layer: int) -> QKWeights:
         attn = self.model.blocks[self.check_layer(layer)].attn
@@ -213,6 +225,7 @@ class TransformerBridgeAdapter(TransformerLensAdapter):
     an nnsight adapter also traces."""
 
     backend = "transformer_bridge"
+    one_pass_patterns = False  # its hooks are read one layer at a time
 
     def __init__(self, bridge: Any, name: str | None = None, bos_token_id: int | None = None):
         if not getattr(bridge, "compatibility_mode", False):

@@ -22,6 +22,7 @@ from typing import Any
 import traitlets
 from torch import Tensor
 
+from attnviz.models.locks import model_lock
 from attnviz.widgets.base import PromptWidget, pool_blocks
 from attnviz.widgets.figures import pattern_figure
 
@@ -43,10 +44,27 @@ class AttentionView(PromptWidget):
     def __init__(self, model: Any, prompt: str, layer: int = 0, **kwargs: Any) -> None:
         super().__init__(model, prompt, layer, **kwargs)
 
+    layer_view_name = "attention"
+
     def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        pattern = self._model.attention(tokens, layer, ["pattern"]).pattern
-        assert pattern is not None
-        return {"attention": pattern[0]}, {}
+        """The layer's pattern; where the backend reads every layer in one pass (TransformerLens),
+        the layers before it are kept too (keep_layer_view): switching to them runs nothing."""
+        model = self._model
+        if not getattr(model, "one_pass_patterns", False):
+            pattern = model.attention(tokens, layer, ["pattern"]).pattern
+            assert pattern is not None
+            return {"attention": pattern[0]}, {}
+        seen: dict[int, Tensor] = {}
+
+        def take(at: int, pattern: Tensor) -> None:
+            if at == layer:
+                seen[at] = pattern[0]
+            elif at not in self._layer_views:
+                self.keep_layer_view(at, pattern[0])
+
+        with model_lock(model):
+            model.each_pattern(tokens, take, range(layer + 1))
+        return {"attention": seen[layer]}, {}
 
     def publish(self, encoded: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"patterns": encoded["attention"]}

@@ -44,15 +44,24 @@ def _causal_blocks(pattern: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     return F.pad(x, (0, pad, 0, pad), value=-math.inf), future
 
 
-def pool_blocks(pattern: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+def pool_blocks(pattern: Tensor, factor: int, nonnegative: bool = False) -> tuple[Tensor, Tensor]:
     """Max-pool a causal pattern [heads, n, n] over ``factor`` x ``factor`` blocks.
 
     Returns the pooled pattern [heads, ceil(n / factor), ceil(n / factor)] and its mask (True
     where a block holds only future cells). factor 1 returns the pattern and its causal mask.
+    nonnegative: the values are >= 0 with future cells 0 (attention weights), so the blocks are
+    pooled as they are, without a masked copy of the whole pattern (a block mixing future and
+    real cells has its largest real value either way).
     """
     if factor <= 1:
         n = pattern.shape[-1]
         return pattern, torch.ones(n, n, dtype=torch.bool, device=pattern.device).triu(1)
+    if nonnegative:
+        pad = -pattern.shape[-1] % factor
+        x = F.pad(pattern, (0, pad, 0, pad)) if pad else pattern
+        pooled = F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0].float()
+        m = pooled.shape[-1]
+        return pooled, torch.ones(m, m, dtype=torch.bool, device=pattern.device).triu(1)
     x, _ = _causal_blocks(pattern, factor)
     pooled = F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0]
     return pooled, torch.isinf(pooled)
@@ -260,11 +269,15 @@ class PromptWidget(Widget):
         a dictionary for another model) is shown in the widget through ``error`` and the previous
         picture stays; any other error is shown and raised.
         """
+        if self._from_layer_cache():
+            return
         self.busy = True
         try:
             try:
                 layer = self._model.check_layer(self.layer)
                 ids, cut_from = self._prompt_tokens()
+                if self._layer_views_key != (self.prompt, self.truncate):
+                    self._layer_views, self._layer_views_key = {}, (self.prompt, self.truncate)
                 full, updates = self.compute(ids, layer)
                 updates = {**updates, "cut_from": cut_from}
                 tokens = self._model.to_str_tokens(ids[0])
@@ -296,6 +309,60 @@ class PromptWidget(Widget):
             self.busy = False
         self._shown_layer: int | None = layer
 
+    # ---- layers kept from one forward pass ---------------------------------------------------
+
+    _layer_views: dict[int, dict[str, Any]] = {}  # noqa: RUF012 (replaced per instance)
+    """Trait values of the whole prompt at other layers (weights scale), from the same forward
+    pass that computed the shown layer: switching to one of them runs nothing."""
+    _layer_views_key: tuple[str, bool] | None = None
+
+    def keep_layer_view(self, layer: int, pattern: Tensor) -> None:
+        """Keep the whole-prompt picture of `layer` (pattern [heads, n, n]) seen on the way to
+        the shown layer, pooled but not yet encoded (that waits for a switch to it: the new
+        prompt stays close to the forward pass's own time)."""
+        n = pattern.shape[-1]
+        factor = self.pool_factor(n)
+        pooled, masked = pool_blocks(pattern.detach().cpu(), factor, nonnegative=True)
+        self._layer_views[layer] = {"pooled": pooled, "masked": masked, "factor": factor,
+                                    "sink": sink_share(pattern)}  # fmt: skip
+
+    layer_view_name: ClassVar[str] = ""
+    """The `compute` key of the model's pattern, for widgets that keep other layers' views."""
+
+    def _from_layer_cache(self) -> bool:
+        """Show a kept layer's whole-prompt picture at once (weights scale); False if none."""
+        hit = self._layer_views.get(self.layer)
+        if (
+            hit is None or self.scale != "weights" or not self._ready
+            or self._layer_views_key != (self.prompt, self.truncate)
+        ):  # fmt: skip
+            return False
+        encoded = encode_array(hit["pooled"], self._dtype, masked=hit["masked"])
+        traits = {**self.publish({self.layer_view_name: encoded}), "downsampled": hit["factor"],
+                  "offset": 0, "window": [], "sink": hit["sink"]}  # fmt: skip
+        with self.hold_sync():
+            for name, value in traits.items():
+                self._quietly(name, value)
+            self.error = ""
+        self._full = {}  # computed again only if a window or another scale asks for it
+        self._shown_layer = self.layer
+        return True
+
+    def _ensure_full(self) -> bool:
+        """The shown layer's full-resolution patterns (after an instant layer switch they are
+        computed on demand); False, with the error shown, if that fails."""
+        if self._full or not self.tokens:
+            return bool(self._full)
+        try:
+            ids, _ = self._prompt_tokens()
+            full, _ = self.compute(ids, self._model.check_layer(self.layer))
+        except AttnvizError as err:
+            self.error = str(err)
+            return False
+        keep = torch.float32 if len(self.tokens) <= self._max_size else torch.bfloat16
+        self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
+        return True
+
     def _prompt_tokens(self) -> tuple[Tensor, int]:
         """The prompt's token ids, and the number of tokens it had when `truncate` cut it to the
         model's context (0 when it was not cut)."""
@@ -316,15 +383,21 @@ class PromptWidget(Widget):
     def _view(self, window: list[int] | None) -> dict[str, Any]:
         """Trait values for the stored patterns seen through `window` ([start, end) tokens;
         None or []: the whole prompt): the encoded panels, the block size and the offset."""
-        start, end = window if window else (0, len(self.tokens))
-        rows = {k: v[..., start:end, :] for k, v in self._full.items()}
+        return self._view_of(self._full, window, self.scale)
+
+    def _view_of(self, patterns: dict[str, Tensor], window: list[int] | None,
+                 scale: str) -> dict[str, Any]:  # fmt: skip
+        n = next(iter(patterns.values())).shape[-1] if patterns else len(self.tokens)
+        start, end = window if window else (0, n)
+        rows = {k: v[..., start:end, :] for k, v in patterns.items()}
         crop = {k: v[..., start:end] for k, v in rows.items()}
         factor = self.pool_factor(end - start)
         encoded = {}
         for name, (pattern, signed) in self.shown_panels(crop).items():
             if not signed and name in rows:  # weights on the chosen scale; differences as they are
-                pattern = rescale(rows[name], start, end, self.scale)
-            encoded[name] = self.encode_pattern(pattern, factor, signed)
+                pattern = rescale(rows[name], start, end, scale)
+            nonnegative = not signed and name in rows and scale != "log"
+            encoded[name] = self.encode_pattern(pattern, factor, signed, nonnegative)
         return {
             **self.publish(encoded),
             "downsampled": factor,
@@ -342,14 +415,14 @@ class PromptWidget(Widget):
 
     @traitlets.observe("scale")
     def _scale_changed(self, change: dict[str, Any]) -> None:
-        if self._ready and self._full:
+        if self._ready and self._ensure_full():
             with self.hold_sync():
                 for name, value in self._view(list(self.window) or None).items():
                     self._quietly(name, value)
 
     @traitlets.observe("window")
     def _window_changed(self, change: dict[str, Any]) -> None:
-        if not self._ready or not self._full:
+        if not self._ready or not self._ensure_full():
             return
         window = list(self.window)
         n = len(self.tokens)
@@ -377,11 +450,16 @@ class PromptWidget(Widget):
         """Block size that brings an n-token pattern within ``max_size`` cells a side."""
         return math.ceil(n / self._max_size)
 
-    def encode_pattern(self, pattern: Tensor, factor: int, signed: bool = False) -> dict[str, Any]:
+    def encode_pattern(self, pattern: Tensor, factor: int, signed: bool = False,
+                       nonnegative: bool = False) -> dict[str, Any]:  # fmt: skip
         """A [heads, n, n] pattern pooled by ``factor`` and encoded for the wire (future cells
-        masked); ``signed`` pools by largest magnitude (for differences)."""
-        pool = pool_signed if signed else pool_blocks
-        pooled, masked = pool(pattern.detach().float().cpu(), factor)
+        masked); ``signed`` pools by largest magnitude (for differences); ``nonnegative``
+        (weights with future cells 0) pools without a masked copy."""
+        if signed:
+            pooled, masked = pool_signed(pattern.detach().float().cpu(), factor)
+        else:
+            x = pattern.detach().cpu()
+            pooled, masked = pool_blocks(x if nonnegative else x.float(), factor, nonnegative)
         return encode_array(pooled, self._dtype, masked=masked)
 
     def __repr__(self) -> str:

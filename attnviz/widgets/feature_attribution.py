@@ -16,9 +16,7 @@ them as a request (``examples``: progress bar, cancel); ``select`` does it all s
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any, cast
-from weakref import WeakKeyDictionary
 
 import torch
 import traitlets
@@ -31,6 +29,7 @@ from attnviz.dictionaries.sae import SAE
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.loading import as_adapter
+from attnviz.models.locks import model_lock
 from attnviz.widgets.arrays import encode_array
 from attnviz.widgets.base import PromptWidget
 from attnviz.widgets.feature_panel import density_payload, examples_payload
@@ -43,19 +42,6 @@ EXAMPLE_CONTEXTS = 32
 """Held-out contexts (documents no shipped dictionary saw) searched for max-activating examples."""
 EXAMPLE_BATCH = 4
 """Contexts per forward pass of the example search (one progress step each)."""
-
-_LOCKS: WeakKeyDictionary[Any, threading.RLock] = WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: Any) -> threading.RLock:
-    """One lock per model: forward passes add hooks to shared modules, so the example search
-    (a request's worker thread) and a recomputation (the kernel's thread) take turns."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
 
 
 class _Reporting:

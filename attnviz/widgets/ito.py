@@ -39,10 +39,10 @@ from attnviz.dictionaries.sae import SAE
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.loading import as_adapter
+from attnviz.models.locks import model_lock
 from attnviz.widgets.arrays import encode_array
 from attnviz.widgets.base import Widget
 from attnviz.widgets.charts import chart_spec
-from attnviz.widgets.feature_attribution import model_lock
 from attnviz.widgets.ito_charts import (
     COLORS,
     ce_chart,

@@ -18,7 +18,7 @@ from attnviz.analysis.sae_check import READABLE_SITES, verify_on_model
 from attnviz.dictionaries.sae import SAE
 from attnviz.errors import AttnvizError, DictionaryMismatchError
 from attnviz.models.adapter import SPLICE_SITES, ModelAdapter
-from attnviz.widgets.feature_attribution import model_lock
+from attnviz.models.locks import model_lock
 
 __all__ = ["ITODictionary", "SAEsInput", "resolve_dictionaries"]
 

@@ -18,7 +18,7 @@ from attnviz.analysis.ito.compare import agreement, codes, site_inputs
 from attnviz.analysis.metrics import fvu
 from attnviz.dictionaries.sae import SAE
 from attnviz.models.adapter import ModelAdapter
-from attnviz.widgets.feature_attribution import model_lock
+from attnviz.models.locks import model_lock
 
 __all__ = ["CHUNK_TOKENS", "HeldInputs", "HeldOut", "fvu_interval"]
 

@@ -40,9 +40,9 @@ from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.generation import ACTADD_SAMPLING, generate
 from attnviz.models.loading import as_adapter
+from attnviz.models.locks import model_lock
 from attnviz.widgets.base import Widget
 from attnviz.widgets.charts import chart_figure, chart_spec
-from attnviz.widgets.feature_attribution import model_lock
 from attnviz.widgets.requests import Job, handles
 
 __all__ = ["SteeringLab"]
