@@ -40,6 +40,10 @@ CELLS = [
     SETUP,
     f"lab = SteeringLab(model, sae, contexts=contexts, plus='The cat', minus='A dog', "
     f"prompt={XSS + ' The cat'!r}, words='the, cat', n_new=8, rollouts=3, positions='all')\nlab",
+    "torch.manual_seed(1)\n"
+    "zsae = SAE(SAEConfig.for_model(model.spec, 'z', 1, 32))\n"
+    "zlab = SteeringLab(model, zsae, contexts=contexts, source='feature', feature=3, "
+    "prompt='The cat', n_new=8, relative=3.0)\nzlab",
 ]
 
 
@@ -112,6 +116,22 @@ def test_a_click_on_a_point_lists_its_rollouts(root):
     assert summary.startswith("SAE reconstruction at relative 3.00") and "P(success)" in summary
     assert "nats/token" in summary
     assert root.get_by_test_id("rollout").count() == 3
+
+
+def test_a_z_sae_feature_steers_through_the_chosen_heads(root):
+    z = root.page.locator('[data-testid="steering-lab"]').nth(1)
+    z.get_by_test_id("steered").wait_for(timeout=TIMEOUT_MS)
+    heads = z.get_by_test_id("heads")
+    assert heads.is_visible() and heads.input_value() == "0"
+    about = z.get_by_test_id("about")
+    assert "feature 3 of z SAE at layer 1 (all heads)" in about.text_content()
+    heads.select_option("1")
+    root.page.wait_for_function(
+        "e => /\\(heads \\d+\\)/.test(e.textContent)",
+        arg=about.element_handle(),
+        timeout=TIMEOUT_MS,
+    )
+    assert not root.get_by_test_id("heads").is_visible()  # a residual SAE has no heads to choose
 
 
 def test_errors_render_in_the_widget(root):
