@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
 
-__all__ = ["Reconstruction", "ReconstructionKind", "reconstruct"]
+__all__ = ["Reconstruction", "ReconstructionKind", "complete", "reconstruct"]
 
 ReconstructionKind = Literal["transcoder", "masked"]
 
@@ -43,7 +43,7 @@ class Reconstruction:
     f_q: Tensor = field(repr=False)
     f_k: Tensor = field(repr=False)
     rotary: Rotary | None = field(repr=False)
-    kl_transcoder: Tensor  # [heads]: metrics.mean_row_kl, rows 1..
+    kl_transcoder: Tensor | None  # [heads]: metrics.mean_row_kl, rows 1.. (None until complete)
     kl_masked: Tensor | None  # [heads]
 
     @property
@@ -114,10 +114,13 @@ class Reconstruction:
         )  # fmt: skip
 
 
-def reconstruct(adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor) -> Reconstruction:
+def reconstruct(adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor,
+                masked: bool = True) -> Reconstruction:  # fmt: skip
     """Run one prompt (token ids [n] or [1, n]) to the dictionary's layer and rebuild its pattern.
 
-    The masked reconstruction is made when the dictionary carries a pair table (qk.pairs).
+    The masked reconstruction is made when the dictionary carries a pair table (qk.pairs), unless
+    `masked` is False: then it and the KLs wait for complete(rec) (a widget shows the patterns
+    first).
     Raises DictionaryMismatchError when the dictionary was made for another model shape."""
     layer = qk.cfg.layer
     qk.check_compatible(adapter.spec)
@@ -135,22 +138,37 @@ def reconstruct(adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor) -> Reco
         )[0]
         rotary_here = adapter.rotary(layer, n)
         rotary_here = rotary_here.to(device) if rotary_here is not None else None
-        masked = None
-        if qk.pairs is not None:
-            scores = masked_scores(qk, f_q[0], f_k[0], qk.pairs.to(device), rotary_here)
-            masked = scores.softmax(-1).float().cpu()
     true = acts.pattern[0].float().cpu()
     transcoder = transcoder.float().cpu()
-    return Reconstruction(
+    rec = Reconstruction(
         qk=qk,
         layer=layer,
         tokens=tokens[0].cpu(),
         true=true,
         transcoder=transcoder,
-        masked=masked,
+        masked=None,
         f_q=f_q[0].float().cpu(),
         f_k=f_k[0].float().cpu(),
         rotary=rotary_here,
-        kl_transcoder=mean_row_kl(true, transcoder),
-        kl_masked=None if masked is None else mean_row_kl(true, masked),
+        kl_transcoder=None,
+        kl_masked=None,
     )
+    return complete(rec) if masked else rec
+
+
+def complete(rec: Reconstruction) -> Reconstruction:
+    """Fill in what reconstruct(..., masked=False) left out: the transcoder's KL, and the masked
+    feature-pair map's pattern and KL when the dictionary has a pair table (no model run: the
+    features are in `rec`)."""
+    if rec.kl_transcoder is None:
+        rec.kl_transcoder = mean_row_kl(rec.true.float(), rec.transcoder.float())
+    qk = rec.qk
+    if qk.pairs is None or rec.masked is not None:
+        return rec
+    device = qk.device
+    with torch.no_grad():
+        scores = masked_scores(qk, rec.f_q.to(device), rec.f_k.to(device), qk.pairs.to(device),
+                               rec.rotary)  # fmt: skip
+    rec.masked = scores.softmax(-1).float().cpu()
+    rec.kl_masked = mean_row_kl(rec.true.float(), rec.masked)
+    return rec

@@ -11,6 +11,7 @@ does the rest.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -67,11 +68,21 @@ def pool_blocks(pattern: Tensor, factor: int, nonnegative: bool = False) -> tupl
     return pooled, torch.isinf(pooled)
 
 
-def pool_signed(diff: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+def pool_signed(diff: Tensor, factor: int, zero_future: bool = False) -> tuple[Tensor, Tensor]:
     """Like pool_blocks for a signed difference: each block keeps its value of largest magnitude
-    (with its sign), so a block with one big negative cell does not read as zero."""
+    (with its sign), so a block with one big negative cell does not read as zero. zero_future:
+    future cells are 0 (a difference of two causal patterns), so the largest and the smallest
+    value of each block are pooled as they are and the larger in magnitude kept."""
     if factor <= 1:
         return pool_blocks(diff, 1)
+    if zero_future:
+        pad = -diff.shape[-1] % factor
+        x = (F.pad(diff, (0, pad, 0, pad)) if pad else diff)[None]
+        high = F.max_pool2d(x, kernel_size=factor, stride=factor)[0]
+        low = -F.max_pool2d(-x, kernel_size=factor, stride=factor)[0]
+        pooled = torch.where(high >= -low, high, low).float()
+        m = pooled.shape[-1]
+        return pooled, torch.ones(m, m, dtype=torch.bool, device=diff.device).triu(1)
     signed, _ = _causal_blocks(diff, factor)
     size = signed.shape[-1]
     magnitude = signed.abs().nan_to_num(posinf=-1.0)  # future cells (-inf) lose to any real one
@@ -269,6 +280,7 @@ class PromptWidget(Widget):
         a dictionary for another model) is shown in the widget through ``error`` and the previous
         picture stays; any other error is shown and raised.
         """
+        started = time.perf_counter()
         if self._from_layer_cache():
             return
         self.busy = True
@@ -308,6 +320,16 @@ class PromptWidget(Widget):
         finally:
             self.busy = False
         self._shown_layer: int | None = layer
+        painted = time.perf_counter() - started
+        self.after_refresh()
+        self.timings = {"painted_s": painted, "complete_s": time.perf_counter() - started}
+
+    timings: dict[str, float] = {}  # noqa: RUF012 (replaced per widget, never mutated)
+    """Seconds of the last recomputation (set per widget): until its first picture was sent
+    (painted_s) and until all of it was (complete_s, after_refresh's part included)."""
+
+    def after_refresh(self) -> None:
+        """More of the picture, computed after the first part is on screen (default: none)."""
 
     # ---- layers kept from one forward pass ---------------------------------------------------
 
@@ -455,8 +477,8 @@ class PromptWidget(Widget):
         """A [heads, n, n] pattern pooled by ``factor`` and encoded for the wire (future cells
         masked); ``signed`` pools by largest magnitude (for differences); ``nonnegative``
         (weights with future cells 0) pools without a masked copy."""
-        if signed:
-            pooled, masked = pool_signed(pattern.detach().float().cpu(), factor)
+        if signed:  # a difference of two causal patterns: future cells are 0
+            pooled, masked = pool_signed(pattern.detach().float().cpu(), factor, zero_future=True)
         else:
             x = pattern.detach().cpu()
             pooled, masked = pool_blocks(x if nonnegative else x.float(), factor, nonnegative)

@@ -292,7 +292,7 @@ class PairExplorer(QKWidget):
     def extra_traits(self, rec: Reconstruction) -> dict[str, Any]:
         # A new prompt or layer: earlier selections point at tokens that may not exist.
         out: dict[str, Any] = {"decomposition": {}, "clicked": [], "edge": {}, "follow": {}}
-        if rec.masked is None:
+        if rec.qk.pairs is None:  # no masked map to show or explain
             out["map"] = "transcoder"
             if self.view == "masked":
                 out["view"] = "transcoder"

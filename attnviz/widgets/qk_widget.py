@@ -10,7 +10,7 @@ import torch
 import traitlets
 from torch import Tensor
 
-from attnviz.analysis.reconstruction import Reconstruction, reconstruct
+from attnviz.analysis.reconstruction import Reconstruction, complete, reconstruct
 from attnviz.dictionaries.qk import QKDictionary
 from attnviz.errors import MissingDictionaryError
 from attnviz.models.adapter import ModelAdapter
@@ -20,6 +20,10 @@ from attnviz.widgets.base import PromptWidget
 __all__ = ["QKInput", "QKWidget", "dictionaries_by_layer"]
 
 QKInput = QKDictionary | Iterable[QKDictionary] | Mapping[int, QKDictionary] | None
+
+
+HALF = torch.bfloat16
+"""How long prompts' patterns are kept: half the memory, tiny weights kept (float16 flushes them)."""
 
 
 def dictionaries_by_layer(model: ModelAdapter, qk: QKInput) -> dict[int, QKDictionary]:
@@ -56,11 +60,13 @@ class QKWidget(PromptWidget):
     Traits (synced, besides PromptWidget's): panels ({"true", "transcoder", "masked"} -> wire
     arrays [heads, n, n], pooled and windowed like the rest), kl ({"transcoder": [...],
     "masked": [...]}: mean KL(true || reconstruction) per head over the whole prompt, nats),
-    has_masked (the dictionary has a pair table), dictionary (one line describing it)."""
+    has_masked (the dictionary has a pair table), masked_pending (the masked map is being
+    computed: a new prompt's other panels are shown first), dictionary (one line describing it)."""
 
     panels = traitlets.Dict().tag(sync=True)
     kl = traitlets.Dict().tag(sync=True)
     has_masked = traitlets.Bool(False).tag(sync=True)
+    masked_pending = traitlets.Bool(False).tag(sync=True)
     dictionary = traitlets.Unicode("").tag(sync=True)
 
     def __init__(
@@ -96,25 +102,43 @@ class QKWidget(PromptWidget):
         return self._dictionaries[layer]
 
     def compute(self, tokens: Tensor, layer: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The model's and the transcoders' patterns; the KLs and the masked pair map (most of
+        the time on long prompts) follow in after_refresh, once these are on screen."""
         qk = self.dictionary_for(layer)
         qk.check_compatible(self._model.spec, layer)  # another model's, or another layer's
-        rec = reconstruct(self._model, qk, tokens)
+        rec = reconstruct(self._model, qk, tokens, masked=False)
         if rec.n_tokens > self._max_size:  # kept for clicks and windows at half the memory
-            half = torch.bfloat16  # keeps tiny weights (float16 flushes them to zero)
-            rec.true, rec.transcoder = rec.true.to(half), rec.transcoder.to(half)
-            rec.masked = None if rec.masked is None else rec.masked.to(half)
+            rec.true, rec.transcoder = rec.true.to(HALF), rec.transcoder.to(HALF)
         self._rec = rec
-        kinds = ["true", "transcoder"] + (["masked"] if rec.masked is not None else [])
-        kl = {"transcoder": [round(float(v), 5) for v in rec.kl_transcoder]}
-        if rec.kl_masked is not None:
-            kl["masked"] = [round(float(v), 5) for v in rec.kl_masked]
         traits = {
-            "kl": kl,
-            "has_masked": rec.masked is not None,
+            "kl": {},
+            "has_masked": qk.pairs is not None,
+            "masked_pending": qk.pairs is not None,
             "dictionary": describe(qk),
             **self.extra_traits(rec),
         }
-        return {kind: rec.pattern(kind) for kind in kinds}, traits
+        return {"true": rec.true, "transcoder": rec.transcoder}, traits
+
+    def after_refresh(self) -> None:
+        """Add the KLs and the masked pair map's pattern to what is shown (in the same kernel
+        call, so Python sees the whole reconstruction when the prompt's assignment returns)."""
+        rec = self._rec
+        if rec is None or (rec.kl_transcoder is not None and not self.masked_pending):
+            return
+        complete(rec)
+        assert rec.kl_transcoder is not None
+        kl = {"transcoder": [round(float(v), 5) for v in rec.kl_transcoder]}
+        traits: dict[str, Any] = {}
+        if rec.masked is not None and rec.kl_masked is not None:
+            if rec.n_tokens > self._max_size:
+                rec.masked = rec.masked.to(HALF)
+            self._full["masked"] = rec.masked
+            kl["masked"] = [round(float(v), 5) for v in rec.kl_masked]
+            traits = self._view(list(self.window) or None)
+        with self.hold_sync():
+            for name, value in {**traits, "kl": kl}.items():
+                self._quietly(name, value)
+            self.masked_pending = False
 
     def extra_traits(self, rec: Reconstruction) -> dict[str, Any]:
         """More trait values to set with the new data (PairExplorer clears its selection)."""

@@ -161,7 +161,7 @@ function render({ model, el: host }) {
     pooled: "a click explains the block's strongest cell",
     controls: [textEl("span", "", "show:"), viewSelect, textEl("span", "", "explain:"), mapSelect],
     scales: true,
-    dataTraits: ["kl", "has_masked"],
+    dataTraits: ["kl", "has_masked", "masked_pending"],
     staticNote: "Exported view: hover, head selection and the 'show' selector work here; explaining another cell, features, new prompts and layers need the notebook.",
   });
   const { frame, root, body, source, tooltip } = view;

@@ -76,7 +76,7 @@ function render({ model, el: host }) {
     testid: "pattern-explorer",
     controls: [textEl("span", "", "difference:"), diffSelect],
     scales: true,
-    dataTraits: ["kl", "has_masked"],
+    dataTraits: ["kl", "has_masked", "masked_pending"],
   });
   const { root, body, source, tooltip } = view;
   const about = el("div", "av-note", { "data-testid": "dictionary" });
@@ -179,7 +179,11 @@ function render({ model, el: host }) {
     for (const [key] of PANELS) {
       const panel = panels[key];
       const s = slice(key);
-      panel.node.style.display = s ? "" : "none";
+      // The masked map follows the rest of a new prompt: its panels wait visibly in place.
+      const waiting = !s && Boolean(model.get("masked_pending")) && (key === "masked" || (key === "diff" && diffOf() === "masked"));
+      panel.node.style.display = s || waiting ? "" : "none";
+      panel.node.dataset.pending = String(waiting);
+      if (waiting) panel.clear();
       if (!s) continue;
       if (key === "diff") {
         const bound = absMax(s) || 1;

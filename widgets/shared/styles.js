@@ -36,6 +36,7 @@ export const CSS = `
 .attnviz .av-label.av-hot { color: #7a2e6e; font-weight: 700; }
 .attnviz .av-label.av-float { display: none; z-index: 2; color: #7a2e6e; font-weight: 700; background: var(--jp-layout-color1, #fff); }
 .attnviz .av-panel { max-width: 100%; overflow-x: auto; }
+.attnviz .av-panel[data-pending="true"] .av-panel-title::after { content: " · computing…"; color: #a15c00; font-weight: 600; }
 .attnviz .av-token-text { margin-top: 10px; max-width: 900px; }
 .attnviz .av-token-flow { white-space: pre-wrap; word-break: break-word; line-height: 1.8; margin-top: 4px;
   font: 12px/1.8 var(--jp-code-font-family, ui-monospace, "DejaVu Sans Mono", monospace); }
