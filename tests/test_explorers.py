@@ -211,3 +211,24 @@ def test_a_dictionary_for_another_model_is_a_message_in_the_widget(tiny_llama_ad
     view = PairExplorer(gpt2, TEXT, qk=qk)  # no exception: the widget shows it
     assert "does not fit tiny-gpt2" in view.error and "attnviz.load_model(" in view.error
     assert view.panels == {} and view.tokens == []
+
+
+def test_a_new_prompt_is_sent_in_two_steps_patterns_first(tiny_llama_adapter, qk):
+    """The first message carries the model's and the transcoders' patterns (masked_pending, no
+    KL yet); the KLs and the masked map follow in the same kernel call."""
+    view = PatternExplorer(tiny_llama_adapter, TEXT, qk=qk)
+    sent: list[dict] = []
+    original = view.send_state
+
+    def record(key=None):
+        sent.append({k: getattr(view, k) for k in ("masked_pending", "kl", "panels")})
+        return original(key)
+
+    view.send_state = record
+    view.prompt = TEXT + " again"
+    firsts = [s for s in sent if s["masked_pending"]]
+    assert firsts and "masked" not in firsts[0]["panels"] and firsts[0]["kl"] == {}
+    assert "transcoder" in firsts[0]["panels"] and "diff_transcoder" in firsts[0]["panels"]
+    assert not view.masked_pending and set(view.kl) == {"transcoder", "masked"}
+    assert "masked" in view.panels and "diff_masked" in view.panels
+    assert 0 < view.timings["painted_s"] <= view.timings["complete_s"]

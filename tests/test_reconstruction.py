@@ -96,3 +96,18 @@ def test_a_dictionary_for_another_shape_is_refused(tiny_llama_adapter, tiny_toke
     qk = make_qk(tiny_llama_adapter.spec)
     with pytest.raises(DictionaryMismatchError, match="does not fit tiny-gpt2"):
         reconstruct(gpt2, qk, gpt2.to_tokens(TEXT))
+
+
+def test_the_masked_map_and_kls_can_come_later(tiny_llama_adapter):
+    from attnviz.analysis.reconstruction import complete
+
+    qk = make_qk(tiny_llama_adapter.spec, layer=1, pairs=True)
+    tokens = tiny_llama_adapter.to_tokens(TEXT)
+    whole = reconstruct(tiny_llama_adapter, qk, tokens)
+    first = reconstruct(tiny_llama_adapter, qk, tokens, masked=False)
+    assert first.masked is None and first.kl_transcoder is None and first.kl_masked is None
+    torch.testing.assert_close(first.transcoder, whole.transcoder)
+    complete(first)
+    torch.testing.assert_close(first.masked, whole.masked)
+    torch.testing.assert_close(first.kl_transcoder, whole.kl_transcoder)
+    torch.testing.assert_close(first.kl_masked, whole.kl_masked)
