@@ -36,13 +36,25 @@ MAX_SIZE = 512
 """Longest side, in cells, of a pattern sent to the browser; longer prompts are max-pooled."""
 
 
+def _future(m: int, device: torch.device) -> Tensor:
+    """The causal mask of an m x m grid: True above the diagonal (cells or whole blocks)."""
+    return torch.ones(m, m, dtype=torch.bool, device=device).triu(1)
+
+
 def _causal_blocks(pattern: Tensor, factor: int) -> tuple[Tensor, Tensor]:
     """The pattern with future cells at -inf, padded to whole blocks, and the future mask."""
     n = pattern.shape[-1]
-    future = torch.ones(n, n, dtype=torch.bool, device=pattern.device).triu(1)
+    future = _future(n, pattern.device)
     x = pattern.float().masked_fill(future, -math.inf)
     pad = -n % factor  # pad the end with masked cells up to a whole number of blocks
     return F.pad(x, (0, pad, 0, pad), value=-math.inf), future
+
+
+def _max_pool_zero_future(x: Tensor, factor: int) -> Tensor:
+    """Max-pool [heads, n, n] whose future cells are 0, padded with zeros to whole blocks."""
+    pad = -x.shape[-1] % factor
+    x = F.pad(x, (0, pad, 0, pad)) if pad else x
+    return F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0]
 
 
 def pool_blocks(pattern: Tensor, factor: int, nonnegative: bool = False) -> tuple[Tensor, Tensor]:
@@ -55,14 +67,10 @@ def pool_blocks(pattern: Tensor, factor: int, nonnegative: bool = False) -> tupl
     real cells has its largest real value either way).
     """
     if factor <= 1:
-        n = pattern.shape[-1]
-        return pattern, torch.ones(n, n, dtype=torch.bool, device=pattern.device).triu(1)
+        return pattern, _future(pattern.shape[-1], pattern.device)
     if nonnegative:
-        pad = -pattern.shape[-1] % factor
-        x = F.pad(pattern, (0, pad, 0, pad)) if pad else pattern
-        pooled = F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0].float()
-        m = pooled.shape[-1]
-        return pooled, torch.ones(m, m, dtype=torch.bool, device=pattern.device).triu(1)
+        pooled = _max_pool_zero_future(pattern, factor).float()
+        return pooled, _future(pooled.shape[-1], pattern.device)
     x, _ = _causal_blocks(pattern, factor)
     pooled = F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0]
     return pooled, torch.isinf(pooled)
@@ -76,13 +84,10 @@ def pool_signed(diff: Tensor, factor: int, zero_future: bool = False) -> tuple[T
     if factor <= 1:
         return pool_blocks(diff, 1)
     if zero_future:
-        pad = -diff.shape[-1] % factor
-        x = (F.pad(diff, (0, pad, 0, pad)) if pad else diff)[None]
-        high = F.max_pool2d(x, kernel_size=factor, stride=factor)[0]
-        low = -F.max_pool2d(-x, kernel_size=factor, stride=factor)[0]
+        high = _max_pool_zero_future(diff, factor)
+        low = -_max_pool_zero_future(-diff, factor)
         pooled = torch.where(high >= -low, high, low).float()
-        m = pooled.shape[-1]
-        return pooled, torch.ones(m, m, dtype=torch.bool, device=diff.device).triu(1)
+        return pooled, _future(pooled.shape[-1], diff.device)
     signed, _ = _causal_blocks(diff, factor)
     size = signed.shape[-1]
     magnitude = signed.abs().nan_to_num(posinf=-1.0)  # future cells (-inf) lose to any real one
@@ -302,11 +307,7 @@ class PromptWidget(Widget):
             except Exception as err:
                 self.error = f"attnviz: unexpected {type(err).__name__}: {err}"
                 raise
-            # Long prompts are kept at half the memory (2048 tokens x 9 heads is 72 MiB a pattern)
-            # in bfloat16: float16 would flush the tiny weights of a sink head to zero, and the
-            # "without first token" scale rescales exactly those.
-            keep = torch.float32 if len(tokens) <= self._max_size else torch.bfloat16
-            self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
+            self._store_full(full, len(tokens))
             first = next(iter(self._full.values()), None)  # the model's own pattern
             updates = {**updates, "sink": [] if first is None else sink_share(first)}
             # One message: tokens and data never disagree in the browser, and "not busy" never
@@ -381,9 +382,15 @@ class PromptWidget(Widget):
         except AttnvizError as err:
             self.error = str(err)
             return False
-        keep = torch.float32 if len(self.tokens) <= self._max_size else torch.bfloat16
-        self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
+        self._store_full(full, len(self.tokens))
         return True
+
+    def _store_full(self, full: dict[str, Tensor], n_tokens: int) -> None:
+        """Keep the full-resolution patterns; long prompts at half the memory (2048 tokens x 9
+        heads is 72 MiB a pattern) in bfloat16: float16 would flush the tiny weights of a sink
+        head to zero, and the "without first token" scale rescales exactly those."""
+        keep = torch.float32 if n_tokens <= self._max_size else torch.bfloat16
+        self._full = {k: v.detach().to("cpu", keep) for k, v in full.items()}
 
     def _prompt_tokens(self) -> tuple[Tensor, int]:
         """The prompt's token ids, and the number of tokens it had when `truncate` cut it to the
