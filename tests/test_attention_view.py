@@ -174,6 +174,28 @@ def test_pool_blocks_pads_with_masked_cells():
     assert pooled[0, 0, 0] == 1.0 and pooled[0, 2, 2] == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("n, factor", [(12, 2), (13, 4), (7, 7), (9, 3), (5, 8)])
+def test_block_extrema_match_max_pooling_of_a_padded_pattern(n, factor):
+    """Rows-then-columns reduction = max_pool2d over blocks, partial end blocks included."""
+    import torch.nn.functional as F
+
+    from attnviz.widgets.pooling import block_extrema, pool_signed
+
+    x = torch.randn(3, n, n, generator=torch.Generator().manual_seed(n)).tril()
+    pad = -n % factor
+    padded = F.pad(x, (0, pad, 0, pad), value=-float("inf"))
+    assert block_extrema(x, factor).equal(F.max_pool2d(padded[None], factor, factor)[0])
+    low = -F.max_pool2d(F.pad(-x, (0, pad, 0, pad), value=-float("inf"))[None], factor, factor)[0]
+    assert block_extrema(x, factor, largest=False).equal(low)
+    # the signed pooling keeps each block's value of largest magnitude, sign and all
+    pooled, _ = pool_signed(x, factor, zero_future=True)
+    assert pooled.abs().equal(
+        F.max_pool2d(F.pad(x.abs(), (0, pad, 0, pad))[None], factor, factor)[0]
+    )
+    small = torch.tensor([[[0.1, 0.0], [-0.5, 0.3]]])
+    assert pool_signed(small, 2, zero_future=True)[0].item() == pytest.approx(-0.5)
+
+
 def test_missing_bundle_is_a_clear_error(smollm2, monkeypatch, tmp_path):
     monkeypatch.setattr(static, "STATIC_DIR", tmp_path / "empty")
     with pytest.raises(MissingBundleError, match="make widgets"):

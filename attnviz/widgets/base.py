@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import anywidget
 import torch
-import torch.nn.functional as F
 import traitlets
 from torch import Tensor
 
@@ -27,6 +26,7 @@ from attnviz.models.adapter import ModelAdapter
 from attnviz.models.loading import as_adapter
 from attnviz.widgets.arrays import WireDtype, encode_array
 from attnviz.widgets.pattern_scales import SCALES, rescale, sink_share
+from attnviz.widgets.pooling import pool_blocks, pool_signed
 from attnviz.widgets.requests import Requests
 from attnviz.widgets.static import static_path
 
@@ -34,66 +34,6 @@ __all__ = ["MAX_SIZE", "PromptWidget", "Widget", "pool_blocks", "pool_signed"]
 
 MAX_SIZE = 512
 """Longest side, in cells, of a pattern sent to the browser; longer prompts are max-pooled."""
-
-
-def _future(m: int, device: torch.device) -> Tensor:
-    """The causal mask of an m x m grid: True above the diagonal (cells or whole blocks)."""
-    return torch.ones(m, m, dtype=torch.bool, device=device).triu(1)
-
-
-def _causal_blocks(pattern: Tensor, factor: int) -> tuple[Tensor, Tensor]:
-    """The pattern with future cells at -inf, padded to whole blocks, and the future mask."""
-    n = pattern.shape[-1]
-    future = _future(n, pattern.device)
-    x = pattern.float().masked_fill(future, -math.inf)
-    pad = -n % factor  # pad the end with masked cells up to a whole number of blocks
-    return F.pad(x, (0, pad, 0, pad), value=-math.inf), future
-
-
-def _max_pool_zero_future(x: Tensor, factor: int) -> Tensor:
-    """Max-pool [heads, n, n] whose future cells are 0, padded with zeros to whole blocks."""
-    pad = -x.shape[-1] % factor
-    x = F.pad(x, (0, pad, 0, pad)) if pad else x
-    return F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0]
-
-
-def pool_blocks(pattern: Tensor, factor: int, nonnegative: bool = False) -> tuple[Tensor, Tensor]:
-    """Max-pool a causal pattern [heads, n, n] over ``factor`` x ``factor`` blocks.
-
-    Returns the pooled pattern [heads, ceil(n / factor), ceil(n / factor)] and its mask (True
-    where a block holds only future cells). factor 1 returns the pattern and its causal mask.
-    nonnegative: the values are >= 0 with future cells 0 (attention weights), so the blocks are
-    pooled as they are, without a masked copy of the whole pattern (a block mixing future and
-    real cells has its largest real value either way).
-    """
-    if factor <= 1:
-        return pattern, _future(pattern.shape[-1], pattern.device)
-    if nonnegative:
-        pooled = _max_pool_zero_future(pattern, factor).float()
-        return pooled, _future(pooled.shape[-1], pattern.device)
-    x, _ = _causal_blocks(pattern, factor)
-    pooled = F.max_pool2d(x[None], kernel_size=factor, stride=factor)[0]
-    return pooled, torch.isinf(pooled)
-
-
-def pool_signed(diff: Tensor, factor: int, zero_future: bool = False) -> tuple[Tensor, Tensor]:
-    """Like pool_blocks for a signed difference: each block keeps its value of largest magnitude
-    (with its sign), so a block with one big negative cell does not read as zero. zero_future:
-    future cells are 0 (a difference of two causal patterns), so the largest and the smallest
-    value of each block are pooled as they are and the larger in magnitude kept."""
-    if factor <= 1:
-        return pool_blocks(diff, 1)
-    if zero_future:
-        high = _max_pool_zero_future(diff, factor)
-        low = -_max_pool_zero_future(-diff, factor)
-        pooled = torch.where(high >= -low, high, low).float()
-        return pooled, _future(pooled.shape[-1], diff.device)
-    signed, _ = _causal_blocks(diff, factor)
-    size = signed.shape[-1]
-    magnitude = signed.abs().nan_to_num(posinf=-1.0)  # future cells (-inf) lose to any real one
-    _, where = F.max_pool2d(magnitude[None], kernel_size=factor, stride=factor, return_indices=True)
-    pooled = signed.reshape(-1, size * size).gather(1, where[0].flatten(1)).view_as(where[0])
-    return pooled, torch.isinf(pooled)
 
 
 class Widget(anywidget.AnyWidget):
@@ -485,7 +425,7 @@ class PromptWidget(Widget):
         masked); ``signed`` pools by largest magnitude (for differences); ``nonnegative``
         (weights with future cells 0) pools without a masked copy."""
         if signed:  # a difference of two causal patterns: future cells are 0
-            pooled, masked = pool_signed(pattern.detach().float().cpu(), factor, zero_future=True)
+            pooled, masked = pool_signed(pattern.detach().cpu(), factor, zero_future=True)
         else:
             x = pattern.detach().cpu()
             pooled, masked = pool_blocks(x if nonnegative else x.float(), factor, nonnegative)

@@ -31,10 +31,11 @@ class PatternExplorer(QKWidget):
 
     def shown_panels(self, full: dict[str, Tensor]) -> dict[str, tuple[Tensor, bool]]:
         out = {name: (pattern, False) for name, pattern in full.items()}
-        true = full["true"].float()
-        out["diff_transcoder"] = (full["transcoder"].float() - true, True)
+        # In the patterns' own dtype (bfloat16 for long prompts: within the wire's precision).
+        true = full["true"]
+        out["diff_transcoder"] = (full["transcoder"] - true, True)
         if "masked" in full:
-            out["diff_masked"] = (full["masked"].float() - true, True)
+            out["diff_masked"] = (full["masked"] - true, True)
         return out
 
     def figure(self) -> Any:
