@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from attnviz.errors import AttnvizError
-from attnviz.widgets.export import write_png
+from attnviz.widgets.figure_files import write_png
 
 
 def save_plot(fig: Any, path: Path) -> Path:

@@ -85,3 +85,35 @@ def ask(view, monkeypatch, rid: str, method: str, **args) -> list[dict]:
     view.requests.on_message(view, {"kind": "request", "id": rid, "method": method, "args": args})
     view.requests.wait(timeout=120)
     return recorder.of(rid)
+
+
+def check_figure_files(widget, folder, width: int = 640, height: int = 480) -> dict[str, bytes]:
+    """Save `widget`'s figure as PNG (scale 2), SVG and PDF (the colour-blind palette) and check
+    each file: PNG pixels = size x scale, the SVG parses at that size, the PDF is one page of
+    size x 0.75 points with its fonts embedded. Returns the bytes by format."""
+    import re
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for kind, palette in (("png", "default"), ("svg", "default"), ("pdf", "colorblind")):
+        path = widget.save_figure(folder / f"figure.{kind}", width=width, height=height,
+                                  palette=palette)  # fmt: skip
+        out[kind] = data = path.read_bytes()
+        assert len(data) > 2_000, f"{kind} nearly empty"
+    png = out["png"]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (
+        2 * width,
+        2 * height,
+    )
+    svg = ET.fromstring(out["svg"])
+    assert svg.tag.endswith("svg") and (svg.get("width"), svg.get("height")) == (
+        str(width),
+        str(height),
+    )
+    pdf = out["pdf"]
+    assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    box = [float(v) for v in re.search(rb"/MediaBox\s*\[([^\]]+)\]", pdf).group(1).split()]
+    assert abs(box[2] - width * 0.75) < 1 and abs(box[3] - height * 0.75) < 1  # chromium rounds
+    assert re.search(rb"/FontFile[23]?\b", pdf), "the PDF's fonts are not embedded"
+    return out

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 TEXT = "The quick brown fox jumps over the lazy dog. Then the quick brown fox ran home to sleep."
 
 
-def test_load_model_default_is_the_embedded_smollm2():
+def test_load_model_default_is_the_embedded_smollm2(smollm2):
     adapter = attnviz.load_model()
     s = adapter.spec
     assert (s.name, s.n_layers, s.n_heads, s.n_kv_heads, s.d_head, s.d_model) == (
@@ -33,6 +33,14 @@ def test_load_model_default_is_the_embedded_smollm2():
     assert s.positional == "rotary" and s.normalization == "RMS"
     assert adapter.backend == "transformer_lens"
     assert adapter.to_tokens("Hi")[0, 0].item() == 0  # contexts start with <|endoftext|>
+    # load_model builds it from the saved TransformerLens weights, the fixture by converting the
+    # Hugging Face model: the same model either way.
+    from attnviz.models.embedded import converted_dir
+
+    assert (converted_dir() / "transformer_lens-float32.safetensors").is_file()
+    assert adapter.spec == smollm2.spec
+    tokens = smollm2.to_tokens(TEXT)
+    torch.testing.assert_close(adapter.run(tokens), smollm2.run(tokens), rtol=0, atol=1e-5)
 
 
 def test_real_weights_know_facts(smollm2):

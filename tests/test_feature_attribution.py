@@ -16,7 +16,7 @@ from attnviz.widgets import static
 from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.feature_attribution import FeatureAttribution
 from attnviz.widgets.pair_explorer import PairExplorer
-from tests.helpers import TEXT, make_qk
+from tests.helpers import TEXT, check_figure_files, make_qk
 
 LAYER = 1
 
@@ -332,3 +332,4 @@ def test_png_of_the_dfa_and_of_the_features(tiny_llama_adapter, sae, contexts, t
     size = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert size == (1400, 1000)  # plotly's default 700 x 500 figure at scale 2
     assert bars != data
+    check_figure_files(view, tmp_path)

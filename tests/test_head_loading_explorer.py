@@ -19,7 +19,7 @@ from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.charts import series_values
 from attnviz.widgets.feature_panel import examples_payload
 from attnviz.widgets.head_loadings import HeadLoadingExplorer
-from tests.helpers import TEXT, ask, head_mixing_sae
+from tests.helpers import TEXT, ask, check_figure_files, head_mixing_sae
 
 KS = range(2, 9)
 
@@ -242,6 +242,7 @@ def test_export_and_figure(shown, tmp_path):
     fig = shown.figure()
     assert len(fig.data) >= 4 and fig.data[0].type == "heatmap"
     assert list(fig.data[0].y) == shown.heads
+    check_figure_files(shown, tmp_path, width=900, height=700)
 
 
 @pytest.mark.slow

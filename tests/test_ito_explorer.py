@@ -18,7 +18,7 @@ from attnviz.widgets import ito_held, static
 from attnviz.widgets.arrays import decode_array
 from attnviz.widgets.export import widget_state
 from attnviz.widgets.ito import ITOExplorer
-from tests.helpers import TEXT, ask
+from tests.helpers import TEXT, ask, check_figure_files
 
 L0S = (1, 2, 4, 8)
 METHODS = ("topk", "mp", "gp")
@@ -291,6 +291,7 @@ def test_state_export_and_figure(shown, tmp_path, monkeypatch):
     assert '"pareto"' in html and "http://" not in html and "https://" not in html
     fig = shown.figure()
     assert len(fig.data) > 6 and any(t.line.dash == "dash" for t in fig.data)
+    check_figure_files(shown, tmp_path, width=900, height=600)
     assert "ITOExplorer(tiny-llama: z1, z1b" in repr(shown)
 
 

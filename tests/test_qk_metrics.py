@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnviz.analysis import qk_metrics
 from attnviz.analysis.feature_examples import max_activating_examples
 from attnviz.analysis.metrics import (
     ce_recovered,
@@ -159,6 +160,17 @@ def test_patched_losses(adapter, batches):
     # One [heads, n, n] pattern is used for every context.
     single = patched_losses(adapter, tokens, LAYER, {"u": uniform_causal_pattern(1, heads, n)[0]})
     assert single["ce"]["u"] == pytest.approx(ce["uniform"], abs=1e-5)
+
+    # A few contexts at a time (memory) gives what all at once gives.
+    assert b > qk_metrics.LOSS_CONTEXTS_AT_ONCE
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(qk_metrics, "LOSS_CONTEXTS_AT_ONCE", b)
+        whole = patched_losses(
+            adapter, tokens, LAYER, {"true": true, "uniform": uniform_causal_pattern(b, heads, n)}
+        )
+    for name in ("clean", "true", "uniform"):
+        torch.testing.assert_close(whole["ce_per_context"][name], out["ce_per_context"][name])
+    assert whole["logit_kl"]["uniform"] == pytest.approx(kl["uniform"], rel=1e-5)
 
     assert recovered_fraction(ce["clean"], ce["true"], ce["uniform"]) == pytest.approx(
         1.0, abs=1e-3

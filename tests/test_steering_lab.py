@@ -14,7 +14,7 @@ from attnviz.widgets import static
 from attnviz.widgets import steering as steering_widget
 from attnviz.widgets.export import widget_state
 from attnviz.widgets.steering import SteeringLab
-from tests.helpers import TEXT, ask
+from tests.helpers import TEXT, ask, check_figure_files
 
 RELATIVE = (0.0, 1.0, 3.0)
 
@@ -141,6 +141,7 @@ def test_state_export_and_figure(model, sae, contexts, tmp_path):
     assert '"sweep"' in html and "https://" not in html
     fig = view.figure()
     assert len(fig.data) >= 3
+    check_figure_files(view, tmp_path)
     assert "SteeringLab(ActAdd 'The cat' - 'A dog' at layer 1" in repr(view)
 
 

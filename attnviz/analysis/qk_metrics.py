@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 # ---- ablation patterns -----------------------------------------------------------------------
 
 
+LOSS_CONTEXTS_AT_ONCE = 2  # 2 x 128 tokens x 49k vocabulary: 50 MB a logits tensor
+
+
 def uniform_causal_pattern(
     batch: int,
     heads: int,
@@ -117,6 +120,24 @@ def patched_losses(
     batch, n = tokens.shape
     if n < 2:
         raise ValueError("the loss needs contexts of at least two tokens")
+    if batch > LOSS_CONTEXTS_AT_ONCE:  # a few contexts at a time: each holds 3 x vocab logits
+        step = LOSS_CONTEXTS_AT_ONCE
+        parts = [
+            patched_losses(adapter, tokens[i : i + step], layer,
+                           {k: p[i : i + step] if p.ndim == 4 else p for k, p in patterns.items()})
+            for i in range(0, batch, step)
+        ]  # fmt: skip
+        merged = {k: torch.cat([part["ce_per_context"][k] for part in parts]) for k in parts[0]["ce_per_context"]}  # fmt: skip
+        total = sum(part["n_predictions"] for part in parts)
+        return {
+            "n_predictions": total,
+            "ce": {name: float(losses.mean()) for name, losses in merged.items()},
+            "ce_per_context": merged,
+            "logit_kl": {
+                name: sum(part["logit_kl"][name] * part["n_predictions"] for part in parts) / total
+                for name in parts[0]["logit_kl"]
+            },
+        }
     heads = adapter.spec.n_heads
     targets = tokens[:, 1:, None]
 
@@ -125,6 +146,9 @@ def patched_losses(
 
     clean_logprobs = adapter.run(tokens)[:, :-1].float().log_softmax(-1)
     clean_probs = clean_logprobs.exp()
+    # KL(clean || patched) = sum p log p - sum p log q; the first sum once, the second as a
+    # contraction (no vocabulary-sized temporary per candidate: ~100 MB a batch here)
+    clean_plogp = torch.einsum("bnv,bnv->bn", clean_probs, clean_logprobs)
     contexts: dict[str, Tensor] = {"clean": per_context(clean_logprobs)}
     logit_kl: dict[str, float] = {}
     for name, pattern in patterns.items():
@@ -132,7 +156,8 @@ def patched_losses(
         patch = ReplacePattern(layer, list(range(heads)), full)
         logprobs = adapter.run(tokens, [patch])[:, :-1].float().log_softmax(-1)
         contexts[name] = per_context(logprobs)
-        logit_kl[name] = float((clean_probs * (clean_logprobs - logprobs)).sum(-1).mean())
+        cross = torch.einsum("bnv,bnv->bn", clean_probs, logprobs)
+        logit_kl[name] = float((clean_plogp - cross).mean())
         del logprobs
     return {
         "n_predictions": batch * (n - 1),

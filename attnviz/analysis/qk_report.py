@@ -26,6 +26,7 @@ from attnviz.analysis.metrics import (
 from attnviz.analysis.qk import pattern_from_features
 from attnviz.analysis.qk_metrics import PatternMean, patched_losses, uniform_causal_pattern
 from attnviz.data.contexts import token_batch
+from attnviz.device import release_memory
 
 if TYPE_CHECKING:
     from attnviz.dictionaries.pair_table import PairTable
@@ -301,4 +302,5 @@ def evaluate_qk(
             }
         )
     per_head.insert(0, "layer", layer)
+    release_memory()  # the patched forward passes' buffers
     return QKReport(per_head, per_layer, density_q, density_k, comparisons)

@@ -66,6 +66,32 @@ def load_hf_smollm2(dtype=None, device=None):
     return model, tokenizer
 
 
+def load_tl_smollm2(name: str, dtype=None, device=None):
+    """The embedded model as a HookedTransformer, from its TransformerLens weights saved next to
+    the converted model (made from the Hugging Face model on first use; see tl_convert)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from attnviz.models.tl_convert import (
+        hooked_transformer_from_hf,
+        load_hooked_transformer,
+        save_hooked_transformer,
+    )
+
+    dtype = dtype or torch.float32
+    target = converted_dir()
+    saved = target / f"transformer_lens-{str(dtype).removeprefix('torch.')}.safetensors"
+    if not saved.is_file():
+        hf_model, tokenizer = load_hf_smollm2(dtype=dtype)
+        model = hooked_transformer_from_hf(hf_model, tokenizer, name, dtype=dtype)
+        del hf_model
+        save_hooked_transformer(model, saved)
+        return model.to(device or "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    config = AutoConfig.from_pretrained(str(target))
+    return load_hooked_transformer(saved, config, tokenizer, name, device=device, dtype=dtype)
+
+
 def _convert_gguf(target: Path) -> None:
     """De-quantise once and save; written to a temporary folder first so an interrupted
     conversion never leaves a half-written model behind."""

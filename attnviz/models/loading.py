@@ -44,6 +44,10 @@ def load_model(
     if entry.source == "embedded":
         from attnviz.models.embedded import load_hf_smollm2
 
+        if backend == "transformer_lens":  # from its saved TransformerLens weights
+            from attnviz.models.embedded import load_tl_smollm2
+
+            return _tl_adapter(load_tl_smollm2(entry.name, dtype=dt, device=dev), entry)
         hf_model, tokenizer = load_hf_smollm2(dtype=dt, device=dev)
         return _wrap_hf(hf_model, tokenizer, entry, backend, dev, dt)
     _require_hub(entry)
@@ -109,10 +113,15 @@ def _wrap_hf(hf_model, tokenizer, entry: KnownModel, backend: str, dev, dt) -> M
         from attnviz.models.nnsight_adapter import NNsightAdapter
 
         return NNsightAdapter(hf_model, tokenizer, entry.name, bos_token_id=entry.bos_token_id)
-    from attnviz.models.tl_adapter import TransformerLensAdapter, spec_from_tl
     from attnviz.models.tl_convert import hooked_transformer_from_hf
 
     model = hooked_transformer_from_hf(hf_model, tokenizer, entry.name, device=dev, dtype=dt)
+    return _tl_adapter(model, entry)
+
+
+def _tl_adapter(model, entry: KnownModel) -> ModelAdapter:
+    from attnviz.models.tl_adapter import TransformerLensAdapter, spec_from_tl
+
     spec = spec_from_tl(model, entry.name)
     if entry.bos_token_id is not None:
         from dataclasses import replace

@@ -3,10 +3,18 @@
 TransformerLens's own loader resolves names on the hub; the embedded model (and any model a user
 built from a config) has no hub name, so its config is translated here and its weights go through
 TransformerLens's converters.
+
+Converting holds the Hugging Face model, the converted weights and the new model at once (~2.7
+GB peak for the 135M embedded model, more than Binder's 2 GB). So the converted, LN-folded
+weights are saved once (``save_hooked_transformer``) and later loads build the model empty and
+take the saved tensors as its parameters (``load_hooked_transformer``: ~0.6 GB peak).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,5 +108,43 @@ def hooked_transformer_from_hf(hf_model: Any, tokenizer: Any, name: str, device=
         fold_value_biases=False,
     )
     model.to(device)
+    model.eval()
+    return model
+
+
+def save_hooked_transformer(model: Any, path: Path) -> None:
+    """The model's (folded) weights as safetensors at `path`, written whole or not at all."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"normalization_type": str(model.cfg.normalization_type)})
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def load_hooked_transformer(path: Path, hf_config: Any, tokenizer: Any, name: str, device=None,
+                            dtype=None):  # fmt: skip
+    """A HookedTransformer with the weights save_hooked_transformer wrote, built without random
+    initialisation and without a second copy of the weights."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg_dict = tl_config_dict(hf_config)
+    cfg_dict.pop("tie_word_embeddings", None)
+    with safe_open(str(path), "pt") as f:
+        norm = (f.metadata() or {}).get("normalization_type", cfg_dict["normalization_type"])
+    cfg_dict["normalization_type"] = norm
+    dtype = dtype or torch.float32
+    cfg = HookedTransformerConfig(**cfg_dict, model_name=name, device=str(device or "cpu"),
+                                  dtype=dtype, default_prepend_bos=True, init_weights=False)  # fmt: skip
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+    model.load_state_dict(state, strict=True, assign=True)  # the tensors become the parameters
+    model.to(device or "cpu")
     model.eval()
     return model

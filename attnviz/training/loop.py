@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from attnviz.analysis.metrics import density_histogram
 from attnviz.data.store import ActivationStore
+from attnviz.device import release_memory
 from attnviz.dictionaries.base import Dictionary
 from attnviz.dictionaries.io import save_dictionary
 from attnviz.dictionaries.sparse_coder import SparseCoder
@@ -335,6 +336,7 @@ class Trainer:
         if dist.is_main():
             self._write_outputs()
         dist.barrier()
+        release_memory()  # the batches' buffers: a notebook should not keep them
         return self.dictionary
 
     def _postfix(self, stats: dict[str, float]) -> dict[str, str]:

@@ -24,7 +24,6 @@ from torch import Tensor
 
 from attnviz.models.locks import model_lock
 from attnviz.widgets.base import PromptWidget, pool_blocks
-from attnviz.widgets.figures import pattern_figure
 
 __all__ = ["AttentionView", "pool_blocks"]
 
@@ -70,8 +69,4 @@ class AttentionView(PromptWidget):
         return {"patterns": encoded["attention"]}
 
     def figure(self) -> Any:
-        return pattern_figure(
-            self.tokens, {"attention": self.patterns}, self.head, self.downsampled,
-            title=f"{self._model.spec.name} layer {self.layer} head {self.head}",
-            scale=self.scale,
-        )  # fmt: skip
+        return self._pattern_figure({"attention": self.patterns})

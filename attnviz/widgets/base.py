@@ -84,6 +84,18 @@ class Widget(anywidget.AnyWidget):
         finally:
             self.busy = False
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The live widget, plus an HTML copy of it as it is now for where widgets cannot run
+        (nbconvert, a notebook saved without widget state); JupyterLab shows the live one."""
+        data: Any = super()._repr_mimebundle_(**kwargs)
+        from attnviz.widgets.export import output_view
+
+        view = output_view(self) if data else None
+        if view is None:
+            return data
+        shown, metadata = data if isinstance(data, tuple) else (data, {})
+        return {**shown, "text/html": view}, metadata
+
     def to_html(self, path: str | Path, title: str | None = None) -> Path:
         """Write the widget as it is now to one self-contained HTML file (script, styles and data
         inlined; opens offline). What the browser does alone keeps working in the file; what
@@ -96,10 +108,20 @@ class Widget(anywidget.AnyWidget):
         """A plotly figure of what the widget shows (for reports)."""
         raise NotImplementedError
 
+    def save_figure(self, path: str | Path, width: int | None = None, height: int | None = None,
+                    scale: float = 2.0, palette: str = "default") -> Path:  # fmt: skip
+        """Save `figure()` (what the widget shows now) as PNG, SVG or PDF, from the file name's
+        suffix, through plotly and kaleido (a headless chromium); `width` x `height` in CSS
+        pixels (default: the figure's own), PNG pixels = size x `scale`; palette "colorblind"
+        for a colour-blind-safe picture. Returns the path."""
+        from attnviz.widgets.figure_files import write_figure
+
+        return write_figure(self.figure(), path, width=width, height=height, scale=scale,
+                            palette=palette)  # fmt: skip
+
     def to_png(self, path: str | Path, scale: float = 2.0) -> Path:
-        """Save `figure()` as a PNG through plotly and kaleido (a headless chromium). Returns the
-        path."""
-        from attnviz.widgets.export import write_png
+        """Save `figure()` as a PNG (see save_figure). Returns the path."""
+        from attnviz.widgets.figure_files import write_png
 
         return write_png(self.figure(), path, scale=scale)
 
@@ -166,6 +188,21 @@ class PromptWidget(Widget):
         self.refresh()
         if bad_head and not self.error:
             self.error = bad_head
+
+    def _pattern_figure(self, panels: dict[str, Any], signed: Iterable[str] = (),
+                        marked: Iterable[int] = (), note: str = "") -> Any:  # fmt: skip
+        """pattern_figure of the head, window and scale shown, titled with them; `marked`: a
+        (row, column) cell of the shown heatmap to outline."""
+        from attnviz.widgets.figures import pattern_figure
+
+        if not panels:
+            raise AttnvizError(f"{type(self).__name__} has no picture to draw: "
+                               f"{self.error or 'nothing computed yet'}")  # fmt: skip
+        window = f" · tokens {self.window[0]}-{self.window[1] - 1}" if self.window else ""
+        title = f"{self._model.spec.name} layer {self.layer} head {self.head}{window}{note}"
+        return pattern_figure(self.tokens, panels, self.head, self.downsampled, title=title,
+                              signed=list(signed), scale=self.scale, offset=self.offset,
+                              marked=list(marked))  # fmt: skip
 
     # ---- what subclasses provide -------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Widgets out of the notebook: one self-contained HTML file (``write_html``) or a PNG through
-plotly and kaleido (``write_png``).
+"""Widgets out of the notebook as one self-contained HTML file (``write_html``); figures as
+PNG, SVG or PDF are attnviz.widgets.figure_files, several widgets in one file attnviz.widgets.report.
 
 The HTML file holds the widget's front-end bundle, a small host that stands in for the notebook
 (``widgets/export_host``: the synced traits as a local model, so hover and head selection keep
@@ -15,7 +15,6 @@ import html
 import json
 import os
 import secrets
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +27,11 @@ from attnviz.widgets.static import static_path
 if TYPE_CHECKING:
     from attnviz.widgets.base import Widget
 
-__all__ = ["ExportError", "html_document", "widget_state", "write_html", "write_png"]
-
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+__all__ = ["ExportError", "html_document", "output_view", "widget_state", "write_html"]
 
 
 class ExportError(AttnvizError):
-    """A widget could not be written out (missing PNG renderer, unwritable path)."""
+    """A widget could not be written out (missing figure renderer, unwritable path, bad size)."""
 
 
 def widget_state(widget: Widget) -> dict[str, Any]:
@@ -114,6 +111,49 @@ def html_document(widget: Widget, title: str | None = None) -> str:
     return "\n".join(parts)
 
 
+# A notebook output's copy of the same bootstrap, for one widget among others on the page.
+_OUTPUT_BOOT = """
+const id = "__ID__";
+const read = (part) => JSON.parse(document.getElementById(`${id}-${part}`).textContent);
+const root = document.getElementById(id);
+try {
+  const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const module = (part) => import(URL.createObjectURL(new Blob([bytes(read(part))], { type: "text/javascript" })));
+  const [host, widget] = await Promise.all([module("host"), module("widget")]);
+  host.mount(widget.default, read("state"), root);
+} catch (err) {
+  root.textContent = `attnviz: this picture could not start: ${err && err.stack ? err.stack : err}`;
+}
+"""
+# Above this much state, a notebook output keeps a note instead of the widget's copy.
+OUTPUT_VIEW_MAX_BYTES = 4_000_000
+
+
+def output_view(widget: Widget) -> str | None:
+    """The widget as it is now, as HTML for its notebook output beside the live view: where
+    widgets cannot run (`jupyter nbconvert --to html`, a notebook saved without widget state) it
+    starts like an exported file (hover and head selection work, what needs the kernel says so).
+    None with ATTNVIZ_STATIC_VIEWS=0; a note where the state is too big to keep in a notebook."""
+    if os.environ.get("ATTNVIZ_STATIC_VIEWS", "1").strip().lower() in ("0", "false", "no"):
+        return None
+    state = _script_json(widget_state(widget))
+    if len(state) > OUTPUT_VIEW_MAX_BYTES:
+        return (
+            f"<p>{html.escape(repr(widget))}: {len(state) / 1e6:.0f} MB of state, too much to "
+            "keep in the notebook; <code>to_html(path)</code> writes it to a file.</p>"
+        )
+    uid = f"attnviz-{secrets.token_hex(8)}"
+    return "\n".join([
+        f'<div id="{uid}" class="attnviz-output" data-widget="{html.escape(widget.BUNDLE)}"></div>',
+        f'<script type="application/json" id="{uid}-state">{state}</script>',
+        f'<script type="application/json" id="{uid}-host">"{_b64(static_path("export_host"))}"'
+        "</script>",
+        f'<script type="application/json" id="{uid}-widget">"{_b64(static_path(widget.BUNDLE))}"'
+        "</script>",
+        f'<script type="module">{_OUTPUT_BOOT.replace("__ID__", uid)}</script>',
+    ])  # fmt: skip
+
+
 def _version() -> str:
     from attnviz._version import __version__
 
@@ -143,43 +183,3 @@ def write_html(widget: Widget, path: str | Path, title: str | None = None) -> Pa
     """Write `widget` to `path` as one self-contained HTML file (see the module docstring)."""
     text = html_document(widget, title)
     return _write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _find_chromium() -> str | None:
-    if os.environ.get("BROWSER_PATH"):
-        return os.environ["BROWSER_PATH"]
-    for candidate in (*CHROMIUM_PATHS, shutil.which("chromium"), shutil.which("google-chrome")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def write_png(figure: Any, path: str | Path, scale: float = 2.0) -> Path:
-    """Render a plotly figure to a PNG with kaleido (headless chromium)."""
-    try:
-        import kaleido  # noqa: F401
-    except ImportError as err:
-        raise ExportError(
-            "PNG export needs kaleido: pip install 'kaleido>=1.0' (and a chromium: on Debian, "
-            "apt-get install chromium); to_html needs neither"
-        ) from err
-    browser = _find_chromium()
-    if browser is None:
-        raise ExportError(
-            "PNG export needs a chromium for kaleido and none was found: on Debian, "
-            "apt-get install chromium, or set BROWSER_PATH to a Chrome/Chromium binary"
-        )
-    os.environ.setdefault("BROWSER_PATH", browser)  # where kaleido (choreographer) looks first
-
-    def render(tmp: Path) -> None:
-        data = figure.to_image(format="png", scale=scale)
-        tmp.write_bytes(data)
-
-    try:
-        return _write_atomic(Path(path), render)
-    except (ExportError, OSError):
-        raise
-    except Exception as err:  # kaleido reports browser trouble with many exception types
-        raise ExportError(
-            f"kaleido could not render the PNG with {browser}: {type(err).__name__}: {err}"
-        ) from err

@@ -26,18 +26,20 @@ MAX_TICKS = 48
 
 
 def tick_labels(
-    tokens: Sequence[str], n_cells: int, factor: int = 1
+    tokens: Sequence[str], n_cells: int, factor: int = 1, offset: int = 0
 ) -> tuple[list[int], list[str]]:
     """Positions and text of axis labels: at most MAX_TICKS, token text escaped (plotly reads
-    a little HTML in labels), newlines shown as ↵; pooled cells named by their first token."""
+    a little HTML in labels), newlines shown as ↵; pooled cells named by their first token;
+    in a window starting at token `offset`, labels carry the tokens' positions in the prompt."""
     stride = max(1, -(-n_cells // MAX_TICKS))
     values, texts = [], []
     for i in range(0, n_cells, stride):
-        start = i * factor
+        start = offset + i * factor
         token = tokens[start] if start < len(tokens) else ""
         shown = token.replace("\n", "↵").replace("\t", "⇥")
         shown = shown if len(shown) <= 14 else f"{shown[:13]}…"
-        label = f"{start}: {shown}" if factor > 1 or stride > 1 else shown or "∅"
+        numbered = factor > 1 or stride > 1 or offset > 0
+        label = f"{start}: {shown}" if numbered else shown or "∅"
         values.append(i)
         texts.append(html.escape(label))
     return values, texts
@@ -58,14 +60,20 @@ def pattern_figure(
     title: str = "",
     signed: Sequence[str] = (),
     scale: str = "weights",
+    offset: int = 0,
+    marked: Sequence[int] = (),
 ) -> Any:
     """One heatmap per panel (name -> wire dict of a [heads, n, n] pattern) for `head`, side by
     side; panels named in `signed` use a diverging scale centred on 0, the others the widget's
-    colour `scale` (weights 0-1, without the first token 0-1, or log10 -4-0)."""
+    colour `scale` (weights 0-1, without the first token 0-1, or log10 -4-0). The panels may
+    be a window starting at token `offset`; `marked` = (row, column) outlines that cell."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     names = list(panels)
+    # one colour bar per kind of panel: the last weights panel's, then the last signed panel's
+    bars = {max((n for n in names if n not in signed), key=names.index, default=None): 1.02,
+            max((n for n in names if n in signed), key=names.index, default=None): 1.1}  # fmt: skip
     fig = make_subplots(
         rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06,
         shared_yaxes=True,
@@ -78,17 +86,23 @@ def pattern_figure(
         else:
             low = -4.0 if scale == "log" else 0.0
             colours = dict(colorscale=SEQUENTIAL, zmin=low, zmax=0.0 if scale == "log" else 1.0)
-        bar = dict(thickness=12, title=SCALE_TITLES.get(scale, "attention"))
+        label = "difference" if name in signed else SCALE_TITLES.get(scale, "attention")
+        bar = dict(thickness=12, title=label, x=bars.get(name, 1.02))
         heatmap = go.Heatmap(
-            z=z, showscale=col == len(names), hoverongaps=False, colorbar=bar, **colours,
+            z=z, showscale=name in bars, hoverongaps=False, colorbar=bar, **colours,
         )  # fmt: skip
         fig.add_trace(heatmap, row=1, col=col)
-        values, texts = tick_labels(tokens, z.shape[1], factor)
+        values, texts = tick_labels(tokens, z.shape[1], factor, offset)
         fig.update_xaxes(tickvals=values, ticktext=texts, tickangle=-90, row=1, col=col)
         fig.update_yaxes(tickvals=values, ticktext=texts, autorange="reversed", row=1, col=col)
+        if len(marked) == 2:
+            q, k = marked
+            fig.add_shape(type="rect", x0=k - 0.5, x1=k + 0.5, y0=q - 0.5, y1=q + 0.5,
+                          line=dict(color="rgb(0,158,115)", width=2), row=1, col=col)  # fmt: skip
     size = 360 if len(names) > 1 else 560
     fig.update_layout(
-        title=html.escape(title), width=size * len(names) + 160, height=size + 200,
-        plot_bgcolor="rgb(222,227,235)", margin=dict(l=120, b=120, t=70, r=40),
+        title=html.escape(title), width=size * len(names) + 160 + 80 * bool(signed),
+        height=size + 200, plot_bgcolor="rgb(222,227,235)",
+        margin=dict(l=120, b=120, t=70, r=40 + 80 * bool(signed)),
     )  # fmt: skip
     return fig

@@ -28,7 +28,6 @@ from attnviz.analysis.reconstruction import Reconstruction, ReconstructionKind
 from attnviz.errors import AttnvizError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.widgets.feature_panel import density_payload, examples_payload
-from attnviz.widgets.figures import pattern_figure
 from attnviz.widgets.qk_widget import QKInput, QKWidget
 from attnviz.widgets.saes import SAEInput, SAESet
 
@@ -304,8 +303,4 @@ class PairExplorer(QKWidget):
     def figure(self) -> Any:
         names = {"true": "model", "transcoder": "transcoder", "masked": "masked map"}
         panels = {names[k]: self.panels[k] for k in ("true", self.view) if k in self.panels}
-        return pattern_figure(
-            self.tokens, panels, self.head, self.downsampled,
-            title=f"{self._model.spec.name} layer {self.layer} head {self.head}",
-            scale=self.scale,
-        )  # fmt: skip
+        return self._pattern_figure(panels, marked=self.clicked)

@@ -15,7 +15,6 @@ from typing import Any
 
 from torch import Tensor
 
-from attnviz.widgets.figures import pattern_figure
 from attnviz.widgets.qk_widget import QKWidget
 
 __all__ = ["PatternExplorer"]
@@ -44,8 +43,4 @@ class PatternExplorer(QKWidget):
         panels["transcoder − model"] = self.panels["diff_transcoder"]
         kl = self.kl.get("transcoder", [])
         kl_text = f" · KL {kl[self.head]:.3f}" if kl else ""
-        return pattern_figure(
-            self.tokens, panels, self.head, self.downsampled,
-            title=f"{self._model.spec.name} layer {self.layer} head {self.head}{kl_text}",
-            signed=["transcoder − model"], scale=self.scale,
-        )  # fmt: skip
+        return self._pattern_figure(panels, signed=["transcoder − model"], note=kl_text)

@@ -226,24 +226,47 @@ print(f"error: {view.error!r}; showing {len(view.tokens)} tokens")""",
         "md",
         """## Export
 
-`to_html` writes one self-contained HTML file with the script, the styles and the data all inside
-it. The file opens offline, and hovering and choosing heads still work in it. `to_png` renders the
-selected head through plotly and kaleido, which need a Chromium. Where they are missing (as on a
-plain Binder), it raises `ExportError` with a message explaining what to install. `view.figure()`
-returns the plotly figure if you want to restyle it. Both files are written to the working
-folder.""",
+For a report there are three ways out, each showing what the widget shows now (the same head,
+window and selection):
+
+- `to_html` writes one self-contained HTML file with the script, the styles and the data all
+  inside it. It opens offline, and hovering and choosing heads still work in it.
+- `attnviz.report([...], path, title=...)` puts several widgets, with text between them, into one
+  such file.
+- `save_figure` writes `figure()` (a plotly figure you may also restyle) as PNG, SVG or PDF,
+  chosen by the file's suffix, at a size and scale you give. `palette="colorblind"` redraws it in
+  colours that every common colour-vision deficiency tells apart (cividis, blue-orange). The PDF
+  embeds its fonts. Rendering goes through kaleido, which needs a Chromium; where one is missing,
+  `ExportError` says what to install.
+
+A notebook converted with `jupyter nbconvert --to html` shows each widget as it was when it was
+displayed, with hover and head selection still working: a copy rides in the cell's output beside
+the live widget (set `ATTNVIZ_STATIC_VIEWS=0` to leave it out). All these files are written to
+the working folder.""",
     ),
     (
         "code",
-        """from attnviz.widgets.export import ExportError
+        """import attnviz
+from attnviz.widgets.export import ExportError
 
 html_file = view.to_html("attention.html")
-print(f"{html_file}: {html_file.stat().st_size / 1024:.0f} KiB")
+report_file = attnviz.report(
+    [
+        "The induction head the scan found, then the strongest previous-token head.",
+        view,
+        AttentionView(model, PROMPT, layer=PREV_LAYER, head=PREV_HEAD),
+    ],
+    "report.html",
+    title="Induction in SmolLM2",
+)
+for path in (html_file, report_file):
+    print(f"{path}: {path.stat().st_size / 1024:.0f} KiB")
 try:
-    png_file = view.to_png("attention.png")
-    print(f"{png_file}: {png_file.stat().st_size / 1024:.0f} KiB")
+    for name in ("attention.png", "attention.svg", "attention.pdf"):
+        out = view.save_figure(name, width=720, height=720, palette="colorblind")
+        print(f"{out}: {out.stat().st_size / 1024:.0f} KiB")
 except ExportError as err:
-    print(f"no PNG: {err}")""",
+    print(f"no figure: {err}")""",
     ),
     (
         "md",

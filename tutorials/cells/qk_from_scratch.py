@@ -62,7 +62,7 @@ features and rotated decoder rows only.""",
         """from attnviz.training.mask import MaskTrainConfig, train_pair_mask
 
 qk.pairs = train_pair_mask(qk, store, model.rotary(LAYER, 128),
-                           cfg=MaskTrainConfig(contexts=12, n_ctx=48, steps=120))
+                           cfg=MaskTrainConfig(contexts=8, n_ctx=48, steps=120))
 print(f"kept {qk.pairs.nnz:,} pairs of {qk.pairs.shape[0] * qk.pairs.shape[1] * qk.pairs.shape[2]:,}"
       f" ({qk.pairs.fraction_kept:.3%})")""",
     ),
