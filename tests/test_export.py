@@ -185,6 +185,7 @@ def test_the_output_bundle_carries_a_static_copy_unless_switched_off(view, monke
     fragment = data["text/html"]
     uid = re.search(r'<div id="(attnviz-[0-9a-f]{16})"', fragment).group(1)
     assert set(scripts(fragment)) == {f"{uid}-state", f"{uid}-host", f"{uid}-widget"}
+    assert f"<pre>{html.escape(repr(view))}</pre>" in fragment  # shown where scripts are not
     state = json.loads(scripts(fragment)[f"{uid}-state"])
     assert state["prompt"] == view.prompt and "<img" not in fragment  # hostile text stays data
     again, _ = view._repr_mimebundle_()
@@ -194,3 +195,6 @@ def test_the_output_bundle_carries_a_static_copy_unless_switched_off(view, monke
     monkeypatch.delenv("ATTNVIZ_STATIC_VIEWS")
     monkeypatch.setattr("attnviz.widgets.export.OUTPUT_VIEW_MAX_BYTES", 1000)
     assert "too much to keep in the notebook" in view._repr_mimebundle_()[0]["text/html"]
+    monkeypatch.setattr("attnviz.widgets.export._script_json", lambda value: 1 / 0)
+    live, _ = view._repr_mimebundle_()  # a copy that cannot be made never hides the widget
+    assert "text/html" not in live and "application/vnd.jupyter.widget-view+json" in live

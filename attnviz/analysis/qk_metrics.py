@@ -124,7 +124,7 @@ def patched_losses(
         step = LOSS_CONTEXTS_AT_ONCE
         parts = [
             patched_losses(adapter, tokens[i : i + step], layer,
-                           {k: p[i : i + step] if p.ndim == 4 else p for k, p in patterns.items()})
+                           {k: p[i : i + step] if p.ndim == 4 and len(p) == batch else p for k, p in patterns.items()})
             for i in range(0, batch, step)
         ]  # fmt: skip
         merged = {k: torch.cat([part["ce_per_context"][k] for part in parts]) for k in parts[0]["ce_per_context"]}  # fmt: skip
@@ -157,7 +157,8 @@ def patched_losses(
         logprobs = adapter.run(tokens, [patch])[:, :-1].float().log_softmax(-1)
         contexts[name] = per_context(logprobs)
         cross = torch.einsum("bnv,bnv->bn", clean_probs, logprobs)
-        logit_kl[name] = float((clean_plogp - cross).mean())
+        # each sum is large and the KL small: float32 rounding may dip below 0 at a position
+        logit_kl[name] = float((clean_plogp - cross).clamp_min(0).mean())
         del logprobs
     return {
         "n_predictions": batch * (n - 1),

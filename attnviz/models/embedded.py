@@ -73,6 +73,7 @@ def load_tl_smollm2(name: str, dtype=None, device=None):
     from transformers import AutoConfig, AutoTokenizer
 
     from attnviz.models.tl_convert import (
+        StaleWeightsError,
         hooked_transformer_from_hf,
         load_hooked_transformer,
         save_hooked_transformer,
@@ -81,15 +82,19 @@ def load_tl_smollm2(name: str, dtype=None, device=None):
     dtype = dtype or torch.float32
     target = converted_dir()
     saved = target / f"transformer_lens-{str(dtype).removeprefix('torch.')}.safetensors"
-    if not saved.is_file():
-        hf_model, tokenizer = load_hf_smollm2(dtype=dtype)
-        model = hooked_transformer_from_hf(hf_model, tokenizer, name, dtype=dtype)
-        del hf_model
-        save_hooked_transformer(model, saved)
-        return model.to(device or "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(str(target))
-    config = AutoConfig.from_pretrained(str(target))
-    return load_hooked_transformer(saved, config, tokenizer, name, device=device, dtype=dtype)
+    if saved.is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(target))
+        config = AutoConfig.from_pretrained(str(target))
+        try:
+            return load_hooked_transformer(saved, config, tokenizer, name, device=device,
+                                           dtype=dtype)  # fmt: skip
+        except (StaleWeightsError, RuntimeError, KeyError):  # another version's: convert again
+            saved.unlink(missing_ok=True)
+    hf_model, tokenizer = load_hf_smollm2(dtype=dtype)
+    model = hooked_transformer_from_hf(hf_model, tokenizer, name, dtype=dtype)
+    del hf_model
+    save_hooked_transformer(model, saved)
+    return model.to(device or "cpu")
 
 
 def _convert_gguf(target: Path) -> None:

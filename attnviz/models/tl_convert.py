@@ -112,6 +112,17 @@ def hooked_transformer_from_hf(hf_model: Any, tokenizer: Any, name: str, device=
     return model
 
 
+class StaleWeightsError(RuntimeError):
+    """Saved weights from another version: convert again."""
+
+
+def _saved_metadata(normalization_type: str) -> dict[str, str]:
+    import transformer_lens
+
+    version = getattr(transformer_lens, "__version__", "?")
+    return {"normalization_type": normalization_type, "format": f"1 transformer_lens {version}"}
+
+
 def save_hooked_transformer(model: Any, path: Path) -> None:
     """The model's (folded) weights as safetensors at `path`, written whole or not at all."""
     from safetensors.torch import save_file
@@ -120,7 +131,7 @@ def save_hooked_transformer(model: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"normalization_type": str(model.cfg.normalization_type)})
+        save_file(state, tmp, metadata=_saved_metadata(str(model.cfg.normalization_type)))
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -137,13 +148,17 @@ def load_hooked_transformer(path: Path, hf_config: Any, tokenizer: Any, name: st
     cfg_dict = tl_config_dict(hf_config)
     cfg_dict.pop("tie_word_embeddings", None)
     with safe_open(str(path), "pt") as f:
-        norm = (f.metadata() or {}).get("normalization_type", cfg_dict["normalization_type"])
-    cfg_dict["normalization_type"] = norm
+        meta = f.metadata() or {}
+    if meta.get("format") != _saved_metadata("")["format"]:
+        raise StaleWeightsError(f"{path} was written by another TransformerLens or attnviz")
+    cfg_dict["normalization_type"] = meta["normalization_type"]
     dtype = dtype or torch.float32
     cfg = HookedTransformerConfig(**cfg_dict, model_name=name, device=str(device or "cpu"),
                                   dtype=dtype, default_prepend_bos=True, init_weights=False)  # fmt: skip
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    state = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+    state = {
+        k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(path)).items()
+    }
     model.load_state_dict(state, strict=True, assign=True)  # the tensors become the parameters
     model.to(device or "cpu")
     model.eval()

@@ -116,6 +116,10 @@ def train_pair_mask(
     with torch.no_grad():
         _, _, f_q, f_k = qk(resid_normed=data.get("resid_normed"), q=data["q"], k=data["k"])
     candidates = candidate_pairs(f_q, f_k, qk.cfg.n_heads)
+    n_cells = qk.cfg.n_heads * data["q"].shape[1] ** 2
+    if max(candidates.nnz, n_cells) >= 2**31:  # the contexts index them as int32
+        raise ValueError(f"{candidates.nnz:,} candidate pairs x {n_cells:,} cells is too many: "
+                         "fit the mask on fewer contexts or tokens (cfg.contexts, cfg.n_ctx)")  # fmt: skip
     contexts = [
         _context(qk, f_q[i], f_k[i], data["q"][i], data["k"][i], candidates, rotary)
         for i in tqdm(range(f_q.shape[0]), desc="pair contributions", disable=not progress)

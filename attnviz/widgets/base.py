@@ -86,11 +86,15 @@ class Widget(anywidget.AnyWidget):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The live widget, plus an HTML copy of it as it is now for where widgets cannot run
-        (nbconvert, a notebook saved without widget state); JupyterLab shows the live one."""
+        (`jupyter nbconvert --to html`); JupyterLab shows the live one. A copy that cannot be
+        made is left out: the live widget always shows."""
         data: Any = super()._repr_mimebundle_(**kwargs)
         from attnviz.widgets.export import output_view
 
-        view = output_view(self) if data else None
+        try:
+            view = output_view(self) if data else None
+        except Exception:  # e.g. a state that is not JSON: the copy is an extra, not the widget
+            view = None
         if view is None:
             return data
         shown, metadata = data if isinstance(data, tuple) else (data, {})

@@ -126,13 +126,12 @@ try {
 }
 """
 # Above this much state, a notebook output keeps a note instead of the widget's copy.
-OUTPUT_VIEW_MAX_BYTES = 4_000_000
+OUTPUT_VIEW_MAX_BYTES = 2_000_000
 
 
 def output_view(widget: Widget) -> str | None:
     """The widget as it is now, as HTML for its notebook output beside the live view: where
-    widgets cannot run (`jupyter nbconvert --to html`, a notebook saved without widget state) it
-    starts like an exported file (hover and head selection work, what needs the kernel says so).
+    widgets cannot run (`jupyter nbconvert --to html`) it starts like an exported file (hover and head selection work, what needs the kernel says so).
     None with ATTNVIZ_STATIC_VIEWS=0; a note where the state is too big to keep in a notebook."""
     if os.environ.get("ATTNVIZ_STATIC_VIEWS", "1").strip().lower() in ("0", "false", "no"):
         return None
@@ -144,7 +143,9 @@ def output_view(widget: Widget) -> str | None:
         )
     uid = f"attnviz-{secrets.token_hex(8)}"
     return "\n".join([
-        f'<div id="{uid}" class="attnviz-output" data-widget="{html.escape(widget.BUNDLE)}"></div>',
+        # the repr stays where scripts are stripped (GitHub, --sanitize-html); mount replaces it
+        f'<div id="{uid}" class="attnviz-output" data-widget="{html.escape(widget.BUNDLE)}">'
+        f"<pre>{html.escape(repr(widget))}</pre></div>",
         f'<script type="application/json" id="{uid}-state">{state}</script>',
         f'<script type="application/json" id="{uid}-host">"{_b64(static_path("export_host"))}"'
         "</script>",

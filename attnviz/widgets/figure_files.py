@@ -65,6 +65,11 @@ class _WarmBrowser:
                 with warnings.catch_warnings():  # kaleido warns about options plotly passes it
                     warnings.simplefilter("ignore", UserWarning)
                     return bytes(figure.to_image(**options))
+            except Exception:  # the browser may be broken: start afresh next time
+                self.running = False
+                with contextlib.suppress(Exception):
+                    kaleido.stop_sync_server(silence_warnings=True)
+                raise
             finally:
                 self.timer = threading.Timer(KALEIDO_IDLE_S, self.stop)
                 self.timer.daemon = True
