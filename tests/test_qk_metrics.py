@@ -162,15 +162,18 @@ def test_patched_losses(adapter, batches):
     assert single["ce"]["u"] == pytest.approx(ce["uniform"], abs=1e-5)
 
     # A few contexts at a time (memory) gives what all at once gives.
-    assert b > qk_metrics.LOSS_CONTEXTS_AT_ONCE
+    one_context = n * adapter.spec.d_vocab * 4
+    assert qk_metrics.contexts_at_once(n, adapter.spec.d_vocab, "cpu") >= b
+    assert qk_metrics.contexts_at_once(10**6, 10**6, "cpu") == 1
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(qk_metrics, "LOSS_CONTEXTS_AT_ONCE", b)
-        whole = patched_losses(
+        mp.setitem(qk_metrics.LOGITS_BYTES_AT_ONCE, "cpu", 2 * one_context)
+        assert qk_metrics.contexts_at_once(n, adapter.spec.d_vocab, "cpu") == 2 < b
+        chunked = patched_losses(
             adapter, tokens, LAYER, {"true": true, "uniform": uniform_causal_pattern(b, heads, n)}
         )
     for name in ("clean", "true", "uniform"):
-        torch.testing.assert_close(whole["ce_per_context"][name], out["ce_per_context"][name])
-    assert whole["logit_kl"]["uniform"] == pytest.approx(kl["uniform"], rel=1e-5)
+        torch.testing.assert_close(chunked["ce_per_context"][name], out["ce_per_context"][name])
+    assert chunked["logit_kl"]["uniform"] == pytest.approx(kl["uniform"], rel=1e-5)
 
     assert recovered_fraction(ce["clean"], ce["true"], ce["uniform"]) == pytest.approx(
         1.0, abs=1e-3

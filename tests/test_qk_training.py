@@ -206,6 +206,27 @@ def test_the_pair_mask_keeps_few_pairs_and_the_pattern(tiny_tokenizer, tmp_path)
     assert kl_masked < kl_none - 0.5 * (kl_none - kl_full)
 
 
+def test_the_mask_contexts_give_the_masked_scores_for_any_mask(store, tiny_llama_adapter, tmp_path):
+    from attnviz.analysis.qk import masked_scores
+    from attnviz.training.mask import _context, _scores, candidate_pairs
+
+    qk = trainer(store, tiny_llama_adapter, tmp_path, tokens=N_CTX * 8 * 5).run(progress=False)
+    rotary = tiny_llama_adapter.rotary(1, N_CTX)
+    batch = next(iter(store.batches(2, ("resid_normed", "q", "k"), shuffle=False, by="context")))
+    with torch.no_grad():
+        _, _, f_q, f_k = qk(resid_normed=batch["resid_normed"])
+    candidates = candidate_pairs(f_q, f_k, qk.cfg.n_heads)
+    ctx = _context(qk, f_q[0], f_k[0], batch["q"][0], batch["k"][0], candidates, rotary)
+    assert int(ctx.counts.sum()) == ctx.cell.numel() > 0
+    mask = torch.rand(candidates.nnz, generator=torch.Generator().manual_seed(0))
+    table = dataclasses.replace(candidates, value=mask)
+    expected = masked_scores(qk, f_q[:1], f_k[:1], table, rotary, include_row_constants=True)[0]
+    got = _scores(ctx, mask)
+    causal = torch.ones(N_CTX, N_CTX, dtype=torch.bool).tril()
+    torch.testing.assert_close(got[:, causal], expected[:, causal], rtol=1e-4, atol=1e-4)
+    assert torch.isinf(got[:, ~causal]).all()
+
+
 def test_evaluations_record_dead_fractions_and_density_histograms(
     store, tiny_llama_adapter, tmp_path
 ):

@@ -25,7 +25,16 @@ if TYPE_CHECKING:
 # ---- ablation patterns -----------------------------------------------------------------------
 
 
-LOSS_CONTEXTS_AT_ONCE = 2  # 2 x 128 tokens x 49k vocabulary: 50 MB a logits tensor
+# Bytes of one float32 logits tensor per forward pass of patched_losses, which holds ~6 such at
+# once: on CPU one 128-token context of a 49k vocabulary (25 MB; Binder gives 2 GB in all).
+LOGITS_BYTES_AT_ONCE = {"cpu": 32 << 20, "cuda": 1 << 30}
+
+
+def contexts_at_once(n: int, d_vocab: int, device: torch.device | str) -> int:
+    """How many n-token contexts patched_losses runs together on `device`."""
+    kind = torch.device(device).type
+    budget = LOGITS_BYTES_AT_ONCE.get(kind, LOGITS_BYTES_AT_ONCE["cpu"])
+    return max(1, budget // (n * d_vocab * 4))
 
 
 def uniform_causal_pattern(
@@ -120,8 +129,8 @@ def patched_losses(
     batch, n = tokens.shape
     if n < 2:
         raise ValueError("the loss needs contexts of at least two tokens")
-    if batch > LOSS_CONTEXTS_AT_ONCE:  # a few contexts at a time: each holds 3 x vocab logits
-        step = LOSS_CONTEXTS_AT_ONCE
+    step = contexts_at_once(n, adapter.spec.d_vocab, adapter.device)
+    if batch > step:  # a few contexts at a time: each holds ~6 x vocab logits
         parts = [
             patched_losses(adapter, tokens[i : i + step], layer,
                            {k: p[i : i + step] if p.ndim == 4 and len(p) == batch else p for k, p in patterns.items()})

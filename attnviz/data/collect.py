@@ -28,6 +28,7 @@ from attnviz.data.store import (
     position_dtype,
 )
 from attnviz.data.store_writer import StoreWriter
+from attnviz.device import release_memory
 from attnviz.errors import ContextTooLongError, StoreMismatchError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.registry import DEFAULT_MODEL
@@ -140,6 +141,7 @@ def collect_activations(
                 writer, adapter, rows, corpus.name, layer, fields, n_tokens, target, batch_size,
                 dtype, progress,
             )  # fmt: skip
+            release_memory()  # the batches' activations and logits (~150 MB on Binder's 2 GB)
     return ActivationStore.open(out_dir)
 
 

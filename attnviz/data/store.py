@@ -24,7 +24,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,7 +353,7 @@ class ActivationStore:
         drop_last: bool = False,
         dtype: torch.dtype | None = None,
         chunks: Sequence[int] | None = None,
-    ) -> Iterator[dict[str, Tensor]]:
+    ) -> Generator[dict[str, Tensor], None, None]:
         """One epoch of batches, each a dict field -> tensor.
 
         by="token": [batch ...] rows are single tokens (e.g. resid_normed [batch d_model]).
@@ -393,7 +393,7 @@ class ActivationStore:
         drop_last: bool,
         dtype: torch.dtype | None,
         selected: list[int],
-    ) -> Iterator[dict[str, Tensor]]:
+    ) -> Generator[dict[str, Tensor], None, None]:
         gen = torch.Generator().manual_seed(seed)
         n_chunks = len(selected)
         chunk_order = (

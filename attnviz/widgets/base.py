@@ -21,6 +21,7 @@ import torch
 import traitlets
 from torch import Tensor
 
+from attnviz.device import release_memory
 from attnviz.errors import AttnvizError, ContextTooLongError
 from attnviz.models.adapter import ModelAdapter
 from attnviz.models.loading import as_adapter
@@ -305,6 +306,8 @@ class PromptWidget(Widget):
         painted = time.perf_counter() - started
         self.after_refresh()
         self.timings = {"painted_s": painted, "complete_s": time.perf_counter() - started}
+        if len(tokens) > self._max_size:
+            release_memory()  # a long prompt's forward pass leaves ~300 MB of freed heap behind
 
     timings: dict[str, float] = {}  # noqa: RUF012 (replaced per widget, never mutated)
     """Seconds of the last recomputation (set per widget): until its first picture was sent

@@ -50,7 +50,6 @@ class _WarmBrowser:
         self.lock = threading.Lock()
         self.running = False
         self.timer: threading.Timer | None = None
-        atexit.register(self.stop)
 
     def render(self, figure: Any, **options: Any) -> bytes:
         import kaleido
@@ -61,6 +60,11 @@ class _WarmBrowser:
             if not self.running:
                 kaleido.start_sync_server(silence_warnings=True)
                 self.running = True
+                # After kaleido's own exit handler, so that it runs first (atexit is last in,
+                # first out): ours cancels the idle timer, which could otherwise stop the
+                # server at the same moment as kaleido's handler (an AttributeError at exit).
+                atexit.unregister(self.stop)
+                atexit.register(self.stop)
             try:
                 with warnings.catch_warnings():  # kaleido warns about options plotly passes it
                     warnings.simplefilter("ignore", UserWarning)
