@@ -45,6 +45,9 @@ class TutorialRun:
     """The tree's proportional set size: a page shared by n of its processes counts 1/n, so
     the sum is what the pod's memory limit charges (RSS counts chromium's shared pages again
     in every chromium process)."""
+    peak_anon_mib: float
+    """The anonymous (and shared-memory) part of the PSS at its peak: what no page cache can
+    give back. The rest is mapped files (torch's libraries, the weights), counted as well."""
     limit_s: float
     returncode: int
     kernel_cmd: list[str] = field(default_factory=list)
@@ -127,41 +130,77 @@ def _kernel_tree(top: psutil.Process) -> tuple[list[psutil.Process], list[str]]:
     return [], []
 
 
-def _memory(procs: list[psutil.Process]) -> tuple[int, int]:
-    """(RSS, PSS) summed over `procs`, in bytes."""
-    rss = pss = 0
+def _rollup(pid: int) -> dict[str, int]:
+    """A process's /proc/PID/smaps_rollup in bytes (Rss, Pss, Pss_Anon, Pss_File, ...): one
+    read, where psutil's memory_full_info walks every mapping."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                fields[key] = int(rest.split()[0]) * 1024
+    return fields
+
+
+def _memory(procs: list[psutil.Process]) -> tuple[int, int, int]:
+    """(RSS, PSS, anonymous and shared-memory PSS) summed over `procs`, in bytes."""
+    rss = pss = anon = 0
     for p in procs:
-        with contextlib.suppress(psutil.Error):  # ended between the listing and the reading
-            info = p.memory_full_info()
-            rss, pss = rss + info.rss, pss + info.pss
-    return rss, pss
+        with contextlib.suppress(OSError):  # ended between the listing and the reading
+            m = _rollup(p.pid)
+            rss, pss = rss + m["Rss"], pss + m["Pss"]
+            anon += m.get("Pss_Anon", 0) + m.get("Pss_Shmem", 0)
+    return rss, pss, anon
+
+
+def evict_page_cache(*folders: Path) -> int:
+    """Drop the files under `folders` from the page cache, as a new Binder pod starts with
+    none of its image cached; returns the bytes of the files advised. A library whose pages are
+    all cached is mapped in large runs around each page the kernel touches (fault-around),
+    so right after the build (which wrote every file) the same run shows ~200 MiB more
+    mapped-file memory than a pod's first run does."""
+    os.sync()  # written pages must be clean for the advice to drop them
+    total = 0
+    for folder in folders:
+        for path in folder.rglob("*"):
+            with contextlib.suppress(OSError):
+                if not path.is_file() or path.is_symlink():
+                    continue
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    total += os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+    return total
 
 
 def run_tutorial(env: BinderEnv, notebook: Path, out: Path, workdir: Path) -> TutorialRun:
-    """Execute `notebook` in the Binder environment, polling the summed RSS of the kernel's
-    process tree every POLL_S (an upper bound: pages shared between processes count twice)."""
+    """Execute `notebook` in the Binder environment, from a page cache without the environment's
+    files (a new pod's), polling the RSS and PSS summed over the kernel's process tree every
+    POLL_S (RSS an upper bound: pages shared between processes count twice)."""
     prefix, _ = sandbox()
     if not prefix:
         link_host_corpus(env)
     limit = time_limit(notebook.stem)
+    evict_page_cache(env.venv, env.repo)  # the repository copy holds the weights and dictionaries
     cmd = [*prefix, str(env.python), str(RUNNER), str(notebook), str(out), str(workdir)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=workdir, env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    top, kernel_cmd = psutil.Process(proc.pid), []
-    peak = kernel_peak = peak_pss = 0
+    top = psutil.Process(proc.pid)
+    kernel_cmd: list[str] = []
+    peak = kernel_peak = peak_pss = anon_at_peak = 0
     try:
         # Hung past twice its limit: stopped (below), and the time assert says so.
         while proc.poll() is None and time.perf_counter() - t0 < 2 * limit + 60:
             tree, cmd_now = _kernel_tree(top)
             kernel_cmd = kernel_cmd or cmd_now
-            (rss, pss), (kernel_rss, _) = _memory(tree), _memory(tree[:1])
-            peak, kernel_peak, peak_pss = (
-                max(peak, rss),
-                max(kernel_peak, kernel_rss),
-                max(peak_pss, pss),
-            )
+            (rss, pss, anon), kernel_rss = _memory(tree), _memory(tree[:1])[0]
+            peak, kernel_peak = max(peak, rss), max(kernel_peak, kernel_rss)
+            if pss > peak_pss:
+                peak_pss, anon_at_peak = pss, anon
             time.sleep(POLL_S)
     finally:  # also on Ctrl-C: no kernel outlives its test
         if proc.poll() is None:
@@ -172,8 +211,8 @@ def run_tutorial(env: BinderEnv, notebook: Path, out: Path, workdir: Path) -> Tu
     seconds = time.perf_counter() - t0
     mib = 2**20
     return TutorialRun(
-        notebook.stem, seconds, peak / mib, kernel_peak / mib, peak_pss / mib, limit, proc.returncode,
-        kernel_cmd, output[-3000:],
+        notebook.stem, seconds, peak / mib, kernel_peak / mib, peak_pss / mib, anon_at_peak / mib,
+        limit, proc.returncode, kernel_cmd, output[-3000:],
     )  # fmt: skip
 
 
@@ -208,12 +247,14 @@ def write_results(env: BinderEnv, runs: list[TutorialRun], env_seconds: float) -
                 "build_reused": env.reused,
                 "environment_ready_seconds": round(env_seconds, 1),
                 "memory_limit_mib": MEMORY_LIMIT_MIB,
+                "page_cache": "the environment's files evicted before each tutorial (a new pod's)",
                 "tutorials": {
                     r.name: {
                         "seconds": round(r.seconds, 1),
                         "peak_rss_mib": round(r.peak_rss_mib),
                         "kernel_peak_rss_mib": round(r.kernel_peak_rss_mib),
                         "peak_pss_mib": round(r.peak_pss_mib),
+                        "anonymous_at_peak_mib": round(r.peak_anon_mib),
                         "limit_s": round(r.limit_s),
                     }
                     for r in runs
@@ -231,11 +272,11 @@ def table(env: BinderEnv, runs: list[TutorialRun]) -> str:
         f"Binder environment: Python {env.python_version}, {built} in {env.build_seconds:.0f} s; "
         f"{sandbox()[1]}; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
         f"{'tutorial':34} {'time (s)':>9} {'limit (s)':>10} {'peak RSS (MiB)':>15} "
-        f"{'kernel alone':>13} {'peak PSS':>9}",
+        f"{'kernel alone':>13} {'peak PSS':>9} {'of it anon':>11}",
     ]
     lines += [
         f"{r.name:34} {r.seconds:9.1f} {r.limit_s:10.0f} {r.peak_rss_mib:15.0f} "
-        f"{r.kernel_peak_rss_mib:13.0f} {r.peak_pss_mib:9.0f}"
+        f"{r.kernel_peak_rss_mib:13.0f} {r.peak_pss_mib:9.0f} {r.peak_anon_mib:11.0f}"
         for r in runs
     ]
     return "\n".join(lines)

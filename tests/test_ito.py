@@ -61,6 +61,19 @@ def test_batched_equals_a_per_token_loop_and_chunking_changes_nothing(method):
     assert torch.allclose(batched.code, chunked.code, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_atoms", [48, 96, 128, 2048])
+def test_the_blocked_argmax_is_torch_s(n_atoms):
+    from attnviz.analysis.ito.pursuit import _argmax
+
+    g = torch.Generator().manual_seed(4)
+    score = torch.randn(37, n_atoms, generator=g)
+    score[0] = 0.0  # all tied: both pick the first
+    for signed, ref in ((False, score), (True, score.abs())):
+        best, j = _argmax(score, signed)
+        assert torch.equal(best, ref.max(-1).values)
+        assert torch.equal(ref.gather(1, j[:, None])[:, 0], best) and int(j[0]) == 0
+
+
 def test_omp_without_positivity_matches_scikit_learn():
     from sklearn.linear_model import orthogonal_mp
 
