@@ -81,6 +81,10 @@ def test_tutorial_runs_on_binder(path: Path, binder, tmp_path):
         f"{path.stem} took {run.seconds:.0f} s, over its {run.limit_s:.0f} s limit (3x "
         "tutorials/README.md's time): make it faster, or measure again and update the README"
     )
+    assert run.peak_pss_mib > 0, (
+        f"{path.stem}: the kernel's memory could not be read (/proc/PID/smaps_rollup), so the "
+        "memory limit was not checked: run where /proc shows this user's processes in full"
+    )
     # PSS: what the pod's memory limit charges (RSS counts chromium's shared pages once per
     # chromium process); the table prints both.
     assert run.peak_pss_mib <= binder_run.MEMORY_LIMIT_MIB, (

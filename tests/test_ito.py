@@ -74,6 +74,19 @@ def test_the_blocked_argmax_is_torch_s(n_atoms):
         assert torch.equal(ref.gather(1, j[:, None])[:, 0], best) and int(j[0]) == 0
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_inputs_and_more_atoms_than_dimensions(method):
+    g = torch.Generator().manual_seed(22)  # a seed where a tiny pivot once gave codes of 3e6
+    D = torch.randn(64, 8, generator=g)  # not normalised; L0 12 > d 8: the set goes singular
+    zero = pursue(torch.zeros(5, 8), D, 4, method=method, positive=False, chunk=2)  # once raised
+    assert torch.equal(zero.code, torch.zeros(5, 64)) and zero.steps == 0
+    x = torch.randn(10, 8, generator=g)
+    out = pursue(x, D, 12, method=method, positive=False)
+    assert bool(torch.isfinite(out.code).all()) and float(out.code.abs().max()) < 1e3
+    err = (x - out.reconstruction).pow(2).sum(-1) / x.pow(2).sum(-1)
+    assert float(err.max()) < (1e-3 if method == "omp" else 0.5)
+
+
 def test_omp_without_positivity_matches_scikit_learn():
     from sklearn.linear_model import orthogonal_mp
 

@@ -94,7 +94,7 @@ def pursue(
     G = gram(D) if G is None else G.float().to(D.device)
     n = D.shape[0]
     if chunk is None:  # the most the budget allows, then evened out over the chunks
-        most = max(1, CHUNK_BUDGET // (_ARRAYS_PER_CHUNK * n + target_l0 * target_l0))
+        most = max(1, CHUNK_BUDGET // (_ARRAYS_PER_CHUNK * n + 2 * target_l0 * target_l0))
         chunk = -(-y.shape[0] // -(-y.shape[0] // most)) if y.shape[0] else 1
     code = torch.zeros(y.shape[0], n, device=D.device)
     recon = torch.empty_like(y)
@@ -106,7 +106,10 @@ def pursue(
         code[part].scatter_add_(1, idx, val * on)
         l0[part] = (code[part] != 0).sum(-1)
         # code @ D from the chosen atoms alone: tokens x L0 x d, not tokens x n_atoms x d
-        recon[part] = F.embedding_bag(idx, D, per_sample_weights=val * on, mode="sum")
+        if ran:
+            recon[part] = F.embedding_bag(idx, D, per_sample_weights=val * on, mode="sum")
+        else:  # every input of the chunk is zero (after the bias): nothing was chosen
+            recon[part] = 0.0
         steps = max(steps, ran)
     if bias is not None:
         recon = recon + bias.float().to(D.device)
@@ -226,7 +229,9 @@ class _GrowingCholesky:
         M_old = self.M[:, :t, :t]
         g = g_new[:, :t] * on[:, :t] * on_new[:, None]
         w = (M_old @ g[..., None])[..., 0]  # the new row of L: L_old w = g
-        d2 = (g_new[:, t] + 1e-6 - w.pow(2).sum(-1)).clamp_min(1e-12)
+        # An atom in the span of the chosen ones leaves only the regulariser: never less (float32
+        # cancellation would otherwise give a tiny pivot and huge coefficients)
+        d2 = (g_new[:, t] + 1e-6 - w.pow(2).sum(-1)).clamp_min(1e-6)
         diag = torch.where(on_new > 0, d2.sqrt(), 1.0)
         # [L_old 0; w^T l]^-1 = [M_old 0; -w^T M_old / l, 1 / l]
         self.M[:, t, :t] = -(w[:, None, :] @ M_old)[:, 0] / diag[:, None]
