@@ -4,7 +4,7 @@
    matching / orthogonal matching / gradient pursuit against scikit-learn's `orthogonal_mp_gram`
    (OMP without positivity, with its Gram matrix precomputed: its fastest path) and
    `sparse_encode(algorithm="lasso_cd", positive=True)` with alpha searched so its mean L0 matches
-   the target: tokens/s and FVU at the same L0, alternated twice (best of two kept).
+   the target: tokens/s and FVU at the same L0, alternated three times (best of three kept).
 2. The Pareto: FVU (relative to the mean) against L0 = 1..64 for the encoder (one point), top-k of
    the encoder, MP and GP, and MP/GP on a random dictionary of the same shape; CE recovered against
    zero ablation (interval, absolute loss increase) for the splicable SAEs at a few L0s; and
@@ -61,7 +61,7 @@ def lasso_alpha(D: np.ndarray, G: np.ndarray, y: np.ndarray, target: float) -> f
 
 
 def speed(sae, x: torch.Tensor, l0: int) -> tuple[list[dict], dict]:
-    """Each method twice, alternated; best time kept. The Gram matrix D D^T is computed once per
+    """Each method three times, alternated; best time kept. The Gram matrix is computed once per
     dictionary, outside every timing (both libraries take it as an input; it is timed apart),
     as a run over many batches of one dictionary would. scikit-learn runs in the precision
     where it is fastest here (float32 or float64, timed once each first)."""
@@ -126,7 +126,7 @@ def speed(sae, x: torch.Tensor, l0: int) -> tuple[list[dict], dict]:
         f"sklearn orthogonal_mp_gram (signed, {sk})": sk_omp,
         f"sklearn sparse_encode lasso_cd (positive, {sk})": sk_lasso,
     }
-    for _ in range(2):
+    for _ in range(3):
         for name, fn in methods.items():
             start = time.perf_counter()
             finish = fn()  # timed: the codes (attnviz's reconstruction comes with them)

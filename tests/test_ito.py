@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnviz.analysis.ito.pursuit import METHODS, pursue
+from attnviz.analysis.ito.pursuit import METHODS, gram, pursue
 
 
 def planted(n_tokens=64, n_atoms=48, d=64, l0=5, seed=0, positive=True):
@@ -46,7 +46,7 @@ def test_positivity_and_the_target_l0_hold_on_a_hard_dictionary(method):
     err = (x - out.reconstruction).pow(2).sum(-1)
     assert bool((err <= x.pow(2).sum(-1) + 1e-4).all())  # never worse than nothing
     free = pursue(x, D, 12, method=method, positive=False)
-    assert bool((free.code < 0).any())
+    assert bool((free.code < 0).any()) and torch.equal(free.l0, (free.code != 0).sum(-1))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -87,6 +87,50 @@ def test_zero_inputs_and_more_atoms_than_dimensions(method):
     assert float(err.max()) < (1e-3 if method == "omp" else 0.5)
 
 
+def gradient_pursuit_by_hand(x, D, target, positive):
+    """One token, in the dictionary's own scale, as Blumensath & Davies (2008) write it: pick
+    the atom of largest correlation over norm, step along the residual's correlations with the
+    chosen atoms by the exact line search; with positivity, clip and drop atoms at zero."""
+    x, D = x.double(), D.double()
+    code, chosen = torch.zeros(D.shape[0], dtype=torch.float64), []
+    for _ in range(target):
+        corr = D @ (x - code @ D)
+        score = corr / D.norm(dim=-1)
+        j = int(score.argmax() if positive else score.abs().argmax())
+        chosen += [] if j in chosen else [j]
+        grad = torch.zeros_like(code)
+        grad[chosen] = corr[chosen]
+        code = code + grad.dot(grad) / (grad @ D).pow(2).sum() * grad
+        if positive:
+            code = code.clamp_min(0.0)
+            chosen = [i for i in chosen if code[i] > 0]
+    return code
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_atoms_of_any_norm_give_the_unscaled_problem_s_codes(positive):
+    """Pursuit works on atoms scaled to unit norm: MP's and OMP's codes only rescale with the
+    atoms, and GP's steps are those of the problem as given."""
+    g = torch.Generator().manual_seed(23)
+    D = torch.nn.functional.normalize(torch.randn(96, 16, generator=g), dim=-1)
+    norms = torch.rand(96, generator=g) * 3 + 0.2
+    x = torch.randn(12, 16, generator=g)
+    for method in ("mp", "omp"):
+        unit = pursue(x, D, 6, method=method, positive=positive).code
+        scaled = pursue(x, D * norms[:, None], 6, method=method, positive=positive).code
+        assert torch.allclose(scaled * norms, unit, atol=1e-4)
+    ours = pursue(x, D * norms[:, None], 6, method="gp", positive=positive).code
+    by_hand = torch.stack([gradient_pursuit_by_hand(x[i], D * norms[:, None], 6, positive)
+                           for i in range(len(x))])  # fmt: skip
+    assert torch.allclose(ours.double(), by_hand, atol=1e-4)
+    Dn = D * norms[:, None]  # a plain D D^T serves as well as gram(D); another matrix is refused
+    plain = pursue(x, Dn, 6, method="gp", positive=positive, G=Dn @ Dn.T).code
+    ours = pursue(x, Dn, 6, method="gp", positive=positive, G=gram(Dn)).code
+    assert torch.allclose(plain, ours, atol=1e-5)
+    with pytest.raises(ValueError, match="not this dictionary's Gram matrix"):
+        pursue(x, Dn, 6, G=2 * torch.eye(96))
+
+
 def test_omp_without_positivity_matches_scikit_learn():
     from sklearn.linear_model import orthogonal_mp
 
@@ -98,10 +142,31 @@ def test_omp_without_positivity_matches_scikit_learn():
     assert np.allclose(ours.numpy(), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("positive", [True, False])
+def test_early_stopping_on_atoms_of_any_norm(method, positive):
+    D, code = planted(l0=2, positive=positive)
+    out = pursue(code @ D, D, 10, method=method, positive=positive, tol=1e-5)
+    assert out.steps == 2 and out.l0.max() == 2
+    norms = torch.linspace(0.3, 4.0, D.shape[0])  # the same inputs from scaled atoms
+    out = pursue(code @ D, D * norms[:, None], 10, method=method, positive=positive, tol=1e-5)
+    assert out.steps == 2 and torch.allclose(out.code * norms, code, atol=1e-4)
+
+
+def test_a_dead_atom_is_never_chosen_and_its_gram_matrix_is_accepted():
+    g = torch.Generator().manual_seed(24)
+    for D in (torch.randn(64, 16, generator=g),  # not normalised
+              torch.nn.functional.normalize(torch.randn(64, 16, generator=g), dim=-1)):  # fmt: skip
+        D[5] = 0.0
+        x = torch.randn(9, 16, generator=g)
+        for method in METHODS:
+            out = pursue(x, D, 8, method=method, positive=False, G=gram(D))
+            assert bool(torch.isfinite(out.code).all()) and bool((out.code[:, 5] == 0).all())
+            assert torch.allclose(out.code, pursue(x, D, 8, method=method, positive=False).code)
+
+
 def test_early_stopping_and_bad_input():
     D, code = planted(l0=2)
-    out = pursue(code @ D, D, 10, method="gp", tol=1e-5)
-    assert out.steps == 2 and out.l0.max() == 2
     with pytest.raises(ValueError, match="choose one of"):
         pursue(code @ D, D, 3, method="lasso")
     with pytest.raises(ValueError, match="share d"):

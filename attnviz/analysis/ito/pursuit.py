@@ -3,8 +3,9 @@ pursuit, orthogonal matching pursuit and gradient pursuit (Blumensath & Davies 2
 over tokens, with an optional positivity constraint (GDM progress update #1, 2024, which uses
 gradient pursuit to compare SAE dictionaries without their encoders).
 
-Everything runs in *correlation space*: with c0 = D y (each atom's inner product with the input)
-and the Gram matrix G = D D^T computed once per dictionary, a step that changes the coefficients
+Everything runs in *correlation space*: with c0 = U y (each unit atom's inner product with the
+input; U is D with its rows scaled to unit norm) and the Gram matrix G = U U^T computed once per
+dictionary, a step that changes the coefficients
 on the chosen set S by delta updates every correlation as c -= delta_S G[S], which costs
 tokens x |S| x n_atoms instead of the tokens x n_atoms x d of recomputing D r. That sum is an
 embedding bag over G's rows: G stays in the CPU's cache where a [tokens, |S|, n_atoms] copy of
@@ -13,11 +14,14 @@ atom ids, values, whether the slot is on, and their [tokens, step, step] Gram ma
 step), so nothing of size [tokens, n_atoms, d] or [tokens, n_atoms, n_atoms] is ever built.
 
 Conventions: D is [n_atoms, d] (an SAE's W_dec); `bias` (an SAE's b_dec) is subtracted from the
-input before and added back after; atoms need not be unit norm (selection uses correlation over
-norm, coefficients are in the dictionary's own scale). Each token stops early once its residual's
-squared norm is below `tol` times its input's. The L0 returned is the true count of non-zero
-coefficients, which can be below the target: positivity can clip a chosen atom to zero, matching
-pursuit can choose an atom twice, and early stopping stops.
+input before and added back after; atoms need not be unit norm: selection uses correlation over
+norm and coefficients come back in the dictionary's own scale, but the work is done on the atoms
+scaled to unit norm (correlations that need no division a step), with gradient pursuit's
+gradient weighted by the squared norms so that its steps are those of the unscaled problem.
+Each token stops early once its residual's squared norm is below `tol` times its input's. The L0
+returned is the true count of non-zero coefficients, which can be below the target: positivity
+can clip a chosen atom to zero, matching pursuit can choose an atom twice, and early stopping
+stops.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ CHUNK_BUDGET = 12 * 2**20
 """Floats one chunk of tokens may hold in its [tokens, n_atoms] working arrays (48 MB: chunks of
 ~1,000 tokens at 2,048 atoms ran 15-20% faster than of 2,048, whose arrays leave the cache)."""
 _ARRAYS_PER_CHUNK = 5
-"""[tokens, n_atoms] arrays a chunk holds at once: c0, c, a step's update, scores, the code."""
+"""[tokens, n_atoms] arrays a chunk holds at once: c0, c, a step's update, the code, and slack
+for the selection's temporaries."""
 
 
 @dataclass
@@ -53,9 +58,43 @@ class PursuitResult:
 
 
 def gram(dictionary: Tensor) -> Tensor:
-    """G = D D^T [n_atoms, n_atoms] in float32 (n_atoms^2 floats: 1 GB at 16k atoms)."""
-    d = dictionary.float()
-    return d @ d.T
+    """The Gram matrix pursuit works with: of the atoms scaled to unit norm, U U^T [n_atoms,
+    n_atoms] in float32 (n_atoms^2 floats: 1 GB at 16k atoms), to compute once per dictionary and
+    pass to every `pursue` call. (A plain D D^T is accepted too, at the cost of a scaled copy a
+    call.)"""
+    u = _unit(dictionary.float())[0]
+    return u @ u.T
+
+
+def _unit(D: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The atoms scaled to unit norm (a dead, all-zero atom stays zero) and their squared norms
+    (None when every atom already is unit or dead: then D itself)."""
+    norms2 = D.pow(2).sum(-1)
+    dead = norms2 < 1e-12
+    if bool((((norms2 - 1).abs() < 1e-5) | dead).all()):
+        return D, None
+    return D * _inv_norm(norms2)[:, None], norms2
+
+
+def _inv_norm(norms2: Tensor) -> Tensor:
+    """1 / |atom|, 0 for a dead atom."""
+    return torch.where(norms2 < 1e-12, 0.0, norms2.clamp_min(1e-12).rsqrt())
+
+
+def _unit_gram(G: Tensor, U: Tensor, norms2: Tensor | None) -> Tensor:
+    """`G` as the unit atoms' Gram matrix U U^T: as it is when it is one (its diagonal is the unit
+    atoms' squared norms: 1, or 0 where dead), else, for the dictionary's own D D^T, scaled (a
+    copy a call)."""
+    n = U.shape[0]
+    if G.shape != (n, n):
+        raise ValueError(f"G must be the dictionary's [{n}, {n}] Gram matrix, got {tuple(G.shape)}")
+    diag = torch.diagonal(G)
+    if bool(((diag - U.pow(2).sum(-1)).abs() < 1e-5).all()):
+        return G
+    if norms2 is None or not torch.allclose(diag, norms2, rtol=1e-4, atol=1e-6):
+        raise ValueError("G is not this dictionary's Gram matrix: pass gram(dictionary)")
+    inv = _inv_norm(norms2)
+    return G * inv[:, None] * inv[None, :]
 
 
 @torch.no_grad()
@@ -76,8 +115,11 @@ def pursue(
     (least squares on the chosen set after every step; with positivity, negative coefficients
     are clipped to zero and leave the set: an approximation of non-negative least squares) or "gp"
     (gradient pursuit: a step along the gradient restricted to the chosen set, with the exact
-    line-search step size; with positivity, clipped at zero). G: the dictionary's Gram matrix,
-    to reuse across calls. chunk: tokens per inner batch (default: what fits CHUNK_BUDGET)."""
+    line-search step size; with positivity, clipped at zero). G: `gram(dictionary)`, to reuse
+    across calls (a plain D D^T is accepted, scaled in a copy each call). tol: a token stops once
+    its residual's squared norm is below tol times its input's (0: it stops only when no atom
+    correlates with its residual, or at the target). chunk: tokens per inner batch (default:
+    what fits CHUNK_BUDGET)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if x.ndim != 2 or dictionary.ndim != 2 or x.shape[1] != dictionary.shape[1]:
@@ -87,12 +129,12 @@ def pursue(
         )
     if target_l0 < 1:
         raise ValueError(f"target_l0 must be >= 1, got {target_l0}")
-    D = dictionary.float()
+    D, norms2 = _unit(dictionary.float())
     y = x.float().to(D.device)
     if bias is not None:
         y = y - bias.float().to(D.device)
-    G = gram(D) if G is None else G.float().to(D.device)
     n = D.shape[0]
+    G = D @ D.T if G is None else _unit_gram(G.float().to(D.device), D, norms2)
     if chunk is None:  # the most the budget allows, then evened out over the chunks
         most = max(1, CHUNK_BUDGET // (_ARRAYS_PER_CHUNK * n + 2 * target_l0 * target_l0))
         chunk = -(-y.shape[0] // -(-y.shape[0] // most)) if y.shape[0] else 1
@@ -102,9 +144,14 @@ def pursue(
     steps = 0
     for start in range(0, y.shape[0], chunk):
         part = slice(start, start + chunk)
-        idx, val, on, ran = _solve(y[part], D, G, target_l0, method, positive, tol)
-        code[part].scatter_add_(1, idx, val * on)
-        l0[part] = (code[part] != 0).sum(-1)
+        idx, val, on, ran = _solve(y[part], D, G, norms2, target_l0, method, positive, tol)
+        # back to the dictionary's own scale: a unit atom's coefficient over the atom's norm
+        scale = on if norms2 is None else on * _inv_norm(norms2)[idx]
+        code[part].scatter_add_(1, idx, val * scale)
+        if method == "mp":  # MP's slots can repeat an atom: count the code's non-zeros
+            l0[part] = (code[part] != 0).sum(-1)
+        else:  # an atom holds one slot that is on at most: count the slots left non-zero
+            l0[part] = ((val * scale) != 0).sum(-1)
         # code @ D from the chosen atoms alone: tokens x L0 x d, not tokens x n_atoms x d
         if ran:
             recon[part] = F.embedding_bag(idx, D, per_sample_weights=val * on, mode="sum")
@@ -116,11 +163,10 @@ def pursue(
     return PursuitResult(code, recon, l0, steps)
 
 
-def _select(c: Tensor, inv_norm: Tensor | None, positive: bool) -> tuple[Tensor, Tensor]:
-    """The atom each token picks next (largest correlation over norm; positive ones only with
-    positivity) and whether there is one worth picking. inv_norm None: unit-norm atoms."""
-    score = c if inv_norm is None else c * inv_norm
-    best, j = _argmax(score, signed=not positive)
+def _select(c: Tensor, positive: bool) -> tuple[Tensor, Tensor]:
+    """The atom each token picks next (largest correlation with a unit atom; positive ones only
+    with positivity) and whether there is one worth picking."""
+    best, j = _argmax(c, signed=not positive)
     return j, best > 0
 
 
@@ -143,15 +189,21 @@ def _argmax(score: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def _solve(
-    y: Tensor, D: Tensor, G: Tensor, target: int, method: str, positive: bool, tol: float
+    y: Tensor,
+    D: Tensor,
+    G: Tensor,
+    norms2: Tensor | None,
+    target: int,
+    method: str,
+    positive: bool,
+    tol: float,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Slots (atom ids [B, s], values [B, s], on [B, s] float) for one chunk of tokens."""
+    """Slots (atom ids [B, s], values [B, s] on the unit atoms D, on [B, s] float) for one chunk
+    of tokens. norms2: the original atoms' squared norms (None: they were unit), which weight
+    gradient pursuit's gradient."""
     B = y.shape[0]
-    norms2 = torch.diagonal(G).clamp_min(1e-12)
-    unit = bool(((norms2 - 1).abs() < 1e-5).all())
-    inv_norm = None if unit else norms2.rsqrt()
     c0 = y @ D.T  # [B, n]
-    c = c0.clone()
+    c = c0  # MP updates it in place (it never reads c0); OMP and GP's first update makes c anew
     y2 = y.pow(2).sum(-1)
     r2 = y2.clone()
     live = y2 > 0
@@ -160,40 +212,46 @@ def _solve(
     idx_all = torch.zeros(B, target, dtype=torch.long, device=y.device)
     val_all = torch.zeros(B, target, device=y.device)
     on_all = torch.zeros(B, target, device=y.device)
-    gss_all = None if method == "mp" else torch.zeros(B, target, target, device=y.device)
-    # Signed OMP never drops an atom, so its least squares grow by one row a step (a Cholesky
-    # factor updated, two triangular solves); positivity can drop one, and re-solves instead.
+    # Signed OMP never drops an atom, so its least squares grow by one row a step (a row of an
+    # inverse Cholesky factor); positivity can drop one, and re-solves instead.
     chol = _GrowingCholesky(B, target, y.device) if method == "omp" and not positive else None
+    # G_SS: for GP, positive OMP and the residual's norm (signed OMP's factor needs only rows)
+    gss_all = None
+    if method != "mp" and (chol is None or tol > 0):
+        gss_all = torch.zeros(B, target, target, device=y.device)
     ran = 0
     for t in range(target):
         if not bool(live.any()):
             break
         ran = t + 1
-        j, worth = _select(c, inv_norm, positive)
+        j, worth = _select(c, positive)
         take = live & worth
         idx_all[:, t] = j
         idx, val, on = idx_all[:, :ran], val_all[:, :ran], on_all[:, :ran]
         if method == "mp":
             # MP may pick an atom again: its coefficient simply grows (another slot, same id).
-            a = torch.where(take, c.gather(1, j[:, None])[:, 0] / norms2[j], 0.0)
+            a = torch.where(take, c.gather(1, j[:, None])[:, 0], 0.0)
             val[:, t] = a
             on[:, t] = take.float()
             if t < target - 1:  # the last step's correlations would never be read
                 c.addcmul_(G.index_select(0, j), a[:, None], value=-1.0)
-            r2 = r2 - a.pow(2) * norms2[j]
+            if tol > 0:  # the residual's norm is read only to stop early
+                r2 = r2 - a.pow(2)
         else:
-            assert gss_all is not None
             g_new = G[j[:, None], idx]  # [B, t + 1]: the new atom against every chosen one
-            gss_all[:, t, :ran] = g_new
-            gss_all[:, :t, t] = g_new[:, :t]
-            gss = gss_all[:, :ran, :ran]
+            gss = torch.empty(0)  # stays unread by signed OMP, whose factor keeps its own
+            if gss_all is not None:
+                gss_all[:, t, :ran] = g_new
+                gss_all[:, :t, t] = g_new[:, :t]
+                gss = gss_all[:, :ran, :ran]
             again = ((idx[:, :t] == j[:, None]) & (on[:, :t] > 0)).any(1)
             on[:, t] = (take & ~again).float()
             if chol is not None:
                 solved = chol.add(g_new, c0.gather(1, j[:, None])[:, 0], on)
+            elif method == "omp":
+                solved = _omp_step(c0, idx, on, gss)
             else:
-                step = _omp_step if method == "omp" else _gp_step
-                solved = step(c, c0, idx, val, on, gss)
+                solved = _gp_step(c, idx, val, on, gss, None if norms2 is None else norms2[idx])
             new_val = torch.where(live[:, None], solved, val)
             if positive:  # clipped atoms leave the chosen set (and may be chosen again later)
                 new_val = new_val.clamp_min(0.0)
@@ -202,24 +260,28 @@ def _solve(
             # c -= (new - old)_S G[S], summed straight from G's rows (no [B, s, n] copy of them);
             # the last step's correlations would never be read
             if t < target - 1:
-                c -= F.embedding_bag(idx, G, per_sample_weights=new_val - val, mode="sum")
+                update = F.embedding_bag(idx, G, per_sample_weights=new_val - val, mode="sum")
+                c = c0 - update if c is c0 else c.sub_(update)
             val.copy_(new_val)
-            r2 = y2 - 2 * (val * c0.gather(1, idx)).sum(-1) + _quad(val, gss)
-        live = live & take & (r2 > tol * y2)
+            if tol > 0:  # the residual's norm is read only to stop early
+                r2 = y2 - 2 * (val * c0.gather(1, idx)).sum(-1) + _quad(val, gss)
+        live = live & take & (r2 > tol * y2) if tol > 0 else live & take
     return idx_all[:, :ran], val_all[:, :ran], on_all[:, :ran], ran
 
 
 class _GrowingCholesky:
-    """Least squares on a chosen set that only grows: L L^T = G_SS (+ 1e-6 I, as _omp_step),
+    """Least squares on a chosen set that only grows: L L^T = G_SS (+ 1e-6 I, as _omp_step; the
+    atoms being unit, the regulariser is relative to their scale),
     kept as M = L^-1, with z = M c0_S, from step to step, so adding an atom costs a row of M
-    and the coefficients v = M^T z two small matrix-vector products: s^2 a step where a fresh
-    solve is s^3 (and batched products run ~5x faster than batched triangular solves on CPU).
+    and the coefficients v = M^T z gain a multiple of that row: s^2 a step where a fresh solve is
+    s^3 (and batched products run ~5x faster than batched triangular solves on CPU).
     An off slot (an atom already chosen, or a token that has stopped) gets an identity row and
     solves to 0."""
 
     def __init__(self, B: int, target: int, device: torch.device):
         self.M = torch.zeros(B, target, target, device=device)
         self.z = torch.zeros(B, target, device=device)
+        self.v = torch.zeros(B, target, device=device)
 
     def add(self, g_new: Tensor, rhs_new: Tensor, on: Tensor) -> Tensor:
         """g_new [B, t + 1]: the new atom against the chosen ones and itself; rhs_new [B]: its
@@ -237,30 +299,36 @@ class _GrowingCholesky:
         self.M[:, t, :t] = -(w[:, None, :] @ M_old)[:, 0] / diag[:, None]
         self.M[:, t, t] = 1.0 / diag
         self.z[:, t] = (rhs_new * on_new - (w * self.z[:, :t]).sum(-1)) / diag
-        M = self.M[:, : t + 1, : t + 1]
-        v = (M.mT @ self.z[:, : t + 1, None])[..., 0]
-        return v * on
+        # v = M^T z, and only M's new row and z's new entry changed: v gains z_t times that row
+        self.v[:, : t + 1] += self.z[:, t, None] * self.M[:, t, : t + 1]
+        return self.v[:, : t + 1] * on
 
 
 def _quad(val: Tensor, gss: Tensor) -> Tensor:
     """val^T G_SS val per token: the squared norm of the reconstruction (before the bias)."""
-    return torch.einsum("bs,bst,bt->b", val, gss, val)
+    return ((gss @ val[..., None])[..., 0] * val).sum(-1)  # a batched product: 1.3x an einsum
 
 
-def _gp_step(c: Tensor, c0: Tensor, idx: Tensor, val: Tensor, on: Tensor, gss: Tensor) -> Tensor:
-    """Gradient pursuit: grad = the residual's correlations on the chosen set; step size
-    (grad . grad) / (grad^T G_SS grad), the exact minimiser along grad."""
+def _gp_step(
+    c: Tensor, idx: Tensor, val: Tensor, on: Tensor, gss: Tensor, norms2: Tensor | None
+) -> Tensor:
+    """Gradient pursuit: a step along the gradient on the chosen set, of the exact length that
+    minimises the residual along it. In the original atoms' scale the gradient is their
+    correlations with the residual, c_S * |d_S|; as a step on the unit atoms' coefficients that
+    is h = |d_S|^2 c_S (norms2 [B, s]; None: unit atoms, h = c_S), of length (h . c_S) /
+    (h^T G_SS h)."""
     grad = c.gather(1, idx) * on
-    num = grad.pow(2).sum(-1)
-    den = _quad(grad, gss).clamp_min(1e-12)
-    return val + (num / den)[:, None] * grad
+    h = grad if norms2 is None else grad * norms2
+    num = (h * grad).sum(-1)
+    den = _quad(h, gss).clamp_min(1e-12)
+    return val + (num / den)[:, None] * h
 
 
-def _omp_step(c: Tensor, c0: Tensor, idx: Tensor, val: Tensor, on: Tensor, gss: Tensor) -> Tensor:
+def _omp_step(c0: Tensor, idx: Tensor, on: Tensor, gss: Tensor) -> Tensor:
     """Orthogonal matching pursuit: least squares on the chosen set, G_SS v = c0_S (slots that are
     off solve to 0 through an identity row)."""
     s = idx.shape[1]
-    eye = torch.eye(s, device=c.device)
+    eye = torch.eye(s, device=c0.device)
     mask = on[:, :, None] * on[:, None, :]
     A = gss * mask + eye * (1 - on)[:, None, :] + 1e-6 * eye
     rhs = c0.gather(1, idx) * on
