@@ -5,9 +5,8 @@ gradient pursuit to compare SAE dictionaries without their encoders).
 
 Everything runs in *correlation space*: with c0 = U y (each unit atom's inner product with the
 input; U is D with its rows scaled to unit norm) and the Gram matrix G = U U^T computed once per
-dictionary, a step that changes the coefficients
-on the chosen set S by delta updates every correlation as c -= delta_S G[S], which costs
-tokens x |S| x n_atoms instead of the tokens x n_atoms x d of recomputing D r. That sum is an
+dictionary, a step that changes the coefficients on the chosen set S by delta updates every
+correlation as c -= delta_S G[S], which costs tokens x |S| x n_atoms instead of the tokens x n_atoms x d of recomputing D r. That sum is an
 embedding bag over G's rows: G stays in the CPU's cache where a [tokens, |S|, n_atoms] copy of
 its rows would stream through memory. The chosen set is kept as slots per token ([tokens, step]
 atom ids, values, whether the slot is on, and their [tokens, step, step] Gram matrix, a row a
@@ -141,12 +140,13 @@ def pursue(
     code = torch.zeros(y.shape[0], n, device=D.device)
     recon = torch.empty_like(y)
     l0 = torch.zeros(y.shape[0], dtype=torch.long, device=D.device)
+    inv_norm = None if norms2 is None else _inv_norm(norms2)
     steps = 0
     for start in range(0, y.shape[0], chunk):
         part = slice(start, start + chunk)
         idx, val, on, ran = _solve(y[part], D, G, norms2, target_l0, method, positive, tol)
         # back to the dictionary's own scale: a unit atom's coefficient over the atom's norm
-        scale = on if norms2 is None else on * _inv_norm(norms2)[idx]
+        scale = on if inv_norm is None else on * inv_norm[idx]
         code[part].scatter_add_(1, idx, val * scale)
         if method == "mp":  # MP's slots can repeat an atom: count the code's non-zeros
             l0[part] = (code[part] != 0).sum(-1)
@@ -271,10 +271,10 @@ def _solve(
 
 class _GrowingCholesky:
     """Least squares on a chosen set that only grows: L L^T = G_SS (+ 1e-6 I, as _omp_step; the
-    atoms being unit, the regulariser is relative to their scale),
-    kept as M = L^-1, with z = M c0_S, from step to step, so adding an atom costs a row of M
-    and the coefficients v = M^T z gain a multiple of that row: s^2 a step where a fresh solve is
-    s^3 (and batched products run ~5x faster than batched triangular solves on CPU).
+    atoms being unit, the regulariser is relative to their scale), kept as M = L^-1, with
+    z = M c0_S, from step to step, so adding an atom costs a row of M and the coefficients
+    v = M^T z gain a multiple of that row: s^2 a step where a fresh solve is s^3 (and batched
+    products run ~5x faster than batched triangular solves on CPU).
     An off slot (an atom already chosen, or a token that has stopped) gets an identity row and
     solves to 0."""
 
