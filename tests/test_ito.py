@@ -246,3 +246,46 @@ def test_agreement_of_ito_with_the_encoder():
         sae, code @ D + 0.3 * torch.randn(60, 64, generator=torch.Generator().manual_seed(0)), l0=4
     )
     assert noisy["jaccard"] < out["jaccard"] and noisy["pairs"] > out["pairs"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("positive", [True, False])
+def test_adaptive_l0_stops_each_token_on_its_own_and_matches_a_per_token_loop(method, positive):
+    """With an absolute tolerance tokens stop at different steps: the stopped ones are packed
+    away, the slots widen past their first 32, and past d / 8 atoms the correlations come from
+    the residual; none of it may change any token's code."""
+    g = torch.Generator().manual_seed(31)
+    D = torch.randn(192, 48, generator=g) * (0.5 + torch.rand(192, 1, generator=g))
+    scale = torch.logspace(-1.5, 1, 40)[:, None]  # small inputs stop early, large ones run on
+    x = torch.randn(40, 48, generator=g) * scale
+    atol = 0.02
+    out = pursue(x, D, 40, method=method, positive=positive, atol=atol)
+    single = [pursue(x[i : i + 1], D, 40, method=method, positive=positive, atol=atol)
+              for i in range(40)]  # fmt: skip
+    assert torch.allclose(out.code, torch.cat([s.code for s in single]), atol=1e-4)
+    assert out.l0.tolist() == [int(s.l0) for s in single]
+    assert len(set(out.l0.tolist())) > 5
+    if method == "omp" and not positive:  # a new atom every step: below 40, it stopped at atol
+        residual = (x - out.reconstruction).pow(2).sum(-1)
+        stopped = out.l0 < 40
+        assert bool(stopped.any()) and bool((residual[stopped] <= atol * 1.001).all())
+    assert out.steps > 32  # the slots were widened
+
+
+def test_atol_for_mean_l0_hits_its_mean_and_spends_atoms_where_the_residual_is():
+    from attnviz.analysis.ito.pursuit import atol_for_mean_l0
+
+    g = torch.Generator().manual_seed(32)
+    D = torch.nn.functional.normalize(torch.randn(128, 24, generator=g), dim=-1)
+    x = torch.randn(200, 24, generator=g) * torch.logspace(-1, 0.5, 200)[:, None]
+    atol = atol_for_mean_l0(x, D, 6, max_l0=24)
+    adaptive = pursue(x, D, 24, atol=atol)
+    fixed = pursue(x, D, 6)
+    assert 5.5 <= float(adaptive.l0.float().mean()) <= 6.0
+    err = lambda out: float((x - out.reconstruction).pow(2).sum())  # noqa: E731
+    assert err(adaptive) < err(fixed)  # the same atoms on average, a smaller total residual
+    assert int(adaptive.l0[-20:].float().mean()) > int(adaptive.l0[:20].float().mean())
+    with pytest.raises(ValueError, match="mean_l0"):
+        atol_for_mean_l0(x, D, 30, max_l0=24)
+    with pytest.raises(ValueError, match="atol"):
+        pursue(x, D, 4, atol=-1.0)

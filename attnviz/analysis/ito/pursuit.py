@@ -17,7 +17,8 @@ input before and added back after; atoms need not be unit norm: selection uses c
 norm and coefficients come back in the dictionary's own scale, but the work is done on the atoms
 scaled to unit norm (correlations that need no division a step), with gradient pursuit's
 gradient weighted by the squared norms so that its steps are those of the unscaled problem.
-Each token stops early once its residual's squared norm is below `tol` times its input's. The L0
+Each token stops early once its residual's squared norm is below `tol` times its input's, or below
+`atol` itself (then, under a cap, each token takes the atoms it needs). The L0
 returned is the true count of non-zero coefficients, which can be below the target: positivity
 can clip a chosen atom to zero, matching pursuit can choose an atom twice, and early stopping
 stops.
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["METHODS", "PursuitResult", "gram", "pursue"]
+__all__ = ["METHODS", "PursuitResult", "atol_for_mean_l0", "gram", "pursue"]
 
 METHODS = ("mp", "omp", "gp")
 CHUNK_BUDGET = 12 * 2**20
@@ -40,6 +41,11 @@ CHUNK_BUDGET = 12 * 2**20
 _ARRAYS_PER_CHUNK = 5
 """[tokens, n_atoms] arrays a chunk holds at once: c0, c, a step's update, the code, and slack
 for the selection's temporaries."""
+FIRST_SLOTS = 32
+"""Slots a token starts with (they double when a step needs more): with early stopping most
+tokens stop before, and the wide slots are made only for the tokens still running."""
+SLOT_BUDGET = 64 * 2**20
+"""Floats a chunk's slots may reach if none of its tokens stops early (256 MB)."""
 
 
 @dataclass
@@ -107,6 +113,7 @@ def pursue(
     tol: float = 0.0,
     G: Tensor | None = None,
     chunk: int | None = None,
+    atol: float = 0.0,
 ) -> PursuitResult:
     """Sparse codes of x [tokens, d] over `dictionary` [n_atoms, d] at `target_l0`.
 
@@ -117,8 +124,11 @@ def pursue(
     line-search step size; with positivity, clipped at zero). G: `gram(dictionary)`, to reuse
     across calls (a plain D D^T is accepted, scaled in a copy each call). tol: a token stops once
     its residual's squared norm is below tol times its input's (0: it stops only when no atom
-    correlates with its residual, or at the target). chunk: tokens per inner batch (default:
-    what fits CHUNK_BUDGET)."""
+    correlates with its residual, or at the target). atol: a token also stops once that squared
+    norm is below atol itself (in the input's units): with a high target_l0 as a cap, each token
+    then takes the atoms it needs, a few where one or two atoms explain it and many where it is
+    large (`atol_for_mean_l0` finds the atol of a given mean L0). chunk: tokens per inner batch
+    (default: what fits CHUNK_BUDGET)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if x.ndim != 2 or dictionary.ndim != 2 or x.shape[1] != dictionary.shape[1]:
@@ -128,6 +138,8 @@ def pursue(
         )
     if target_l0 < 1:
         raise ValueError(f"target_l0 must be >= 1, got {target_l0}")
+    if tol < 0 or atol < 0:
+        raise ValueError(f"tol and atol are squared norms' bounds, >= 0; got {tol} and {atol}")
     D, norms2 = _unit(dictionary.float())
     y = x.float().to(D.device)
     if bias is not None:
@@ -135,7 +147,10 @@ def pursue(
     n = D.shape[0]
     G = D @ D.T if G is None else _unit_gram(G.float().to(D.device), D, norms2)
     if chunk is None:  # the most the budget allows, then evened out over the chunks
-        most = max(1, CHUNK_BUDGET // (_ARRAYS_PER_CHUNK * n + 2 * target_l0 * target_l0))
+        first = min(target_l0, FIRST_SLOTS)
+        most = min(CHUNK_BUDGET // (_ARRAYS_PER_CHUNK * n + 2 * first * first),
+                   SLOT_BUDGET // (2 * target_l0 * target_l0))  # fmt: skip
+        most = max(1, most)
         chunk = -(-y.shape[0] // -(-y.shape[0] // most)) if y.shape[0] else 1
     code = torch.zeros(y.shape[0], n, device=D.device)
     recon = torch.empty_like(y)
@@ -144,7 +159,7 @@ def pursue(
     steps = 0
     for start in range(0, y.shape[0], chunk):
         part = slice(start, start + chunk)
-        idx, val, on, ran = _solve(y[part], D, G, norms2, target_l0, method, positive, tol)
+        idx, val, on, ran = _solve(y[part], D, G, norms2, target_l0, method, positive, tol, atol)
         # back to the dictionary's own scale: a unit atom's coefficient over the atom's norm
         scale = on if inv_norm is None else on * inv_norm[idx]
         code[part].scatter_add_(1, idx, val * scale)
@@ -161,6 +176,40 @@ def pursue(
     if bias is not None:
         recon = recon + bias.float().to(D.device)
     return PursuitResult(code, recon, l0, steps)
+
+
+def atol_for_mean_l0(
+    x: Tensor,
+    dictionary: Tensor,
+    mean_l0: float,
+    max_l0: int,
+    method: str = "gp",
+    positive: bool = True,
+    bias: Tensor | None = None,
+    G: Tensor | None = None,
+    rounds: int = 20,
+) -> float:
+    """The `atol` at which `pursue(x, dictionary, max_l0, atol=...)` has mean L0 at most
+    `mean_l0` on x (pass a sample of the tokens to code: the mean holds on others only
+    statistically), bisected in log scale between the smallest and largest squared input norm.
+    The adaptive counterpart of a fixed target: the same atoms on average, spent where the
+    residual is largest."""
+    if not 0 < mean_l0 <= max_l0:
+        raise ValueError(f"mean_l0 must be in (0, max_l0 = {max_l0}], got {mean_l0}")
+    y = x.float() - (0 if bias is None else bias.float())
+    y2 = y.pow(2).sum(-1)
+    hi = float(y2.max())
+    lo = max(float(y2[y2 > 0].min()) if bool((y2 > 0).any()) else hi, hi * 1e-9) * 1e-3
+    if G is None:
+        G = gram(dictionary)
+    for _ in range(rounds):  # invariant: the mean L0 at hi is <= mean_l0, at lo above it
+        mid = (lo * hi) ** 0.5
+        out = pursue(x, dictionary, max_l0, method, positive, bias, G=G, atol=mid)
+        if float(out.l0.float().mean()) > mean_l0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _select(c: Tensor, positive: bool) -> tuple[Tensor, Tensor]:
@@ -197,37 +246,73 @@ def _solve(
     method: str,
     positive: bool,
     tol: float,
+    atol: float,
 ) -> tuple[Tensor, Tensor, Tensor, int]:
     """Slots (atom ids [B, s], values [B, s] on the unit atoms D, on [B, s] float) for one chunk
     of tokens. norms2: the original atoms' squared norms (None: they were unit), which weight
-    gradient pursuit's gradient."""
+    gradient pursuit's gradient.
+
+    The working arrays hold only the tokens still running: once half of them have stopped, the
+    stopped ones' slots are written out and the rest are packed together, so with early stopping
+    a step costs what its live tokens need (a few tokens that need many atoms no longer keep a
+    whole chunk running). The slots start `FIRST_SLOTS` wide and double when a step needs more,
+    which by then is usually on fewer tokens."""
     B = y.shape[0]
+    out = [torch.zeros(B, target, dtype=torch.long, device=y.device),
+           torch.zeros(B, target, device=y.device), torch.zeros(B, target, device=y.device)]  # fmt: skip
+    rows = torch.arange(B, device=y.device)  # the chunk's row of each working row
     c0 = y @ D.T  # [B, n]
     c = c0  # MP updates it in place (it never reads c0); OMP and GP's first update makes c anew
     y2 = y.pow(2).sum(-1)
     r2 = y2.clone()
-    live = y2 > 0
-    # Slot t holds the atom chosen at step t; allocated once, read as [:, :t + 1] views. The
-    # chosen slots' Gram matrix gains one row and column a step.
-    idx_all = torch.zeros(B, target, dtype=torch.long, device=y.device)
-    val_all = torch.zeros(B, target, device=y.device)
-    on_all = torch.zeros(B, target, device=y.device)
+    stop_at = (tol * y2).clamp_min(atol)  # a token stops once its residual's r2 is below this
+    live = y2 > stop_at
+    reads_r2 = tol > 0 or atol > 0
+    # Slot t holds the atom chosen at step t; read as [:, :t + 1] views. The chosen slots' Gram
+    # matrix gains one row and column a step.
+    width = min(target, FIRST_SLOTS)
+    slots = [torch.zeros(B, width, dtype=torch.long, device=y.device),
+             torch.zeros(B, width, device=y.device), torch.zeros(B, width, device=y.device)]  # fmt: skip
     # Signed OMP never drops an atom, so its least squares grow by one row a step (a row of an
     # inverse Cholesky factor); positivity can drop one, and re-solves instead.
-    chol = _GrowingCholesky(B, target, y.device) if method == "omp" and not positive else None
+    chol = _GrowingCholesky(B, width, y.device) if method == "omp" and not positive else None
     # G_SS: for GP, positive OMP and the residual's norm (signed OMP's factor needs only rows)
     gss_all = None
-    if method != "mp" and (chol is None or tol > 0):
-        gss_all = torch.zeros(B, target, target, device=y.device)
+    if method != "mp" and (chol is None or reads_r2):
+        gss_all = torch.zeros(B, width, width, device=y.device)
+    # Past this many chosen atoms a fresh D r is cheaper than summing |S| rows of G (measured)
+    via_residual = max(8, D.shape[1] // 8)
+
+    def write_out() -> None:
+        for whole, part in zip(out, slots, strict=True):
+            whole[rows, :ran] = part[:, :ran]
+
     ran = 0
     for t in range(target):
-        if not bool(live.any()):
+        n_live = int(live.sum())
+        if n_live == 0:
             break
+        if n_live <= rows.shape[0] // 2:  # pack the live tokens together
+            write_out()
+            keep = live.nonzero()[:, 0]
+            rows, y, y2, r2, stop_at, live = (a[keep] for a in (rows, y, y2, r2, stop_at, live))
+            c = c0[keep] if c is c0 else c[keep]
+            c0 = c0[keep] if method != "mp" else c
+            slots = [a[keep] for a in slots]
+            gss_all = None if gss_all is None else gss_all[keep]
+            if chol is not None:
+                chol.keep(keep)
+        if t == width:  # the slots are full: double them
+            width = min(target, 2 * width)
+            slots = [_widen(a, width) for a in slots]
+            gss_all = None if gss_all is None else _widen(_widen(gss_all, width), width, dim=1)
+            if chol is not None:
+                chol.widen(width)
         ran = t + 1
         j, worth = _select(c, positive)
         take = live & worth
-        idx_all[:, t] = j
-        idx, val, on = idx_all[:, :ran], val_all[:, :ran], on_all[:, :ran]
+        slots[0][:, t] = j
+        idx, val, on = (a[:, :ran] for a in slots)
         if method == "mp":
             # MP may pick an atom again: its coefficient simply grows (another slot, same id).
             a = torch.where(take, c.gather(1, j[:, None])[:, 0], 0.0)
@@ -235,7 +320,7 @@ def _solve(
             on[:, t] = take.float()
             if t < target - 1:  # the last step's correlations would never be read
                 c.addcmul_(G.index_select(0, j), a[:, None], value=-1.0)
-            if tol > 0:  # the residual's norm is read only to stop early
+            if reads_r2:  # the residual's norm is read only to stop early
                 r2 = r2 - a.pow(2)
         else:
             g_new = G[j[:, None], idx]  # [B, t + 1]: the new atom against every chosen one
@@ -258,15 +343,28 @@ def _solve(
                 on *= (new_val > 0).float()
             new_val = new_val * on
             # c -= (new - old)_S G[S], summed straight from G's rows (no [B, s, n] copy of them);
-            # the last step's correlations would never be read
+            # past `via_residual` atoms, c = D (y - D_S^T new_S) instead. The last step's
+            # correlations would never be read.
             if t < target - 1:
-                update = F.embedding_bag(idx, G, per_sample_weights=new_val - val, mode="sum")
-                c = c0 - update if c is c0 else c.sub_(update)
+                if ran > via_residual:
+                    recon = F.embedding_bag(idx, D, per_sample_weights=new_val, mode="sum")
+                    c = (y - recon) @ D.T
+                else:
+                    update = F.embedding_bag(idx, G, per_sample_weights=new_val - val, mode="sum")
+                    c = c0 - update if c is c0 else c.sub_(update)
             val.copy_(new_val)
-            if tol > 0:  # the residual's norm is read only to stop early
+            if reads_r2:  # the residual's norm is read only to stop early
                 r2 = y2 - 2 * (val * c0.gather(1, idx)).sum(-1) + _quad(val, gss)
-        live = live & take & (r2 > tol * y2) if tol > 0 else live & take
-    return idx_all[:, :ran], val_all[:, :ran], on_all[:, :ran], ran
+        live = live & take & (r2 > stop_at) if reads_r2 else live & take
+    write_out()
+    return out[0][:, :ran], out[1][:, :ran], out[2][:, :ran], ran
+
+
+def _widen(a: Tensor, width: int, dim: int = -1) -> Tensor:
+    """`a` padded with zeros along `dim` to `width`."""
+    pad = list(a.shape)
+    pad[dim] = width - a.shape[dim]
+    return torch.cat([a, a.new_zeros(pad)], dim=dim)
 
 
 class _GrowingCholesky:
@@ -282,6 +380,15 @@ class _GrowingCholesky:
         self.M = torch.zeros(B, target, target, device=device)
         self.z = torch.zeros(B, target, device=device)
         self.v = torch.zeros(B, target, device=device)
+
+    def keep(self, rows: Tensor) -> None:
+        """Only these tokens go on."""
+        self.M, self.z, self.v = self.M[rows], self.z[rows], self.v[rows]
+
+    def widen(self, width: int) -> None:
+        """Room for `width` atoms."""
+        self.M = _widen(_widen(self.M, width), width, dim=1)
+        self.z, self.v = _widen(self.z, width), _widen(self.v, width)
 
     def add(self, g_new: Tensor, rhs_new: Tensor, on: Tensor) -> Tensor:
         """g_new [B, t + 1]: the new atom against the chosen ones and itself; rhs_new [B]: its
