@@ -77,6 +77,32 @@ def test_topk_and_batchtopk_hold_their_l0(store, trained, arch):
         assert sae.cfg.architecture == "jumprelu" and 8 <= l0 <= 32, l0
 
 
+def test_subspace_init_draws_directions_inside_the_inputs_active_subspace(store, tmp_path):
+    """z of a tiny model with 2 kv heads under 4 query heads fills part of its width: subspace
+    initialisation puts every decoder row (and the tied encoder column) inside the span of the
+    principal directions holding 99% of the variance; random rows stick out of it."""
+    first = list(range(min(4, len(store.chunks) - 1)))  # what the trainer measures them on
+    batches = store.batches(8, ("z",), shuffle=False, by="context", chunks=first)
+    x = torch.cat([b["z"][:, 1:].float().flatten(0, 1).flatten(1) for b in batches])
+    x = x - x.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(x.T.double() @ x.double() / len(x))
+    order = eigenvalues.flip(0)
+    rank = int((order.cumsum(0) / order.sum() < 0.99).sum()) + 1
+    assert rank < x.shape[1]  # the premise: a subspace, not the whole width
+    outside = eigenvectors.flip(1)[:, rank:].float()
+
+    def stick_out(rows):
+        return float((rows @ outside).norm(dim=-1).mean())
+
+    fresh = SAETrainer(store, small_cfg(architecture="topk", init="subspace"), tmp_path / "s")
+    plain = SAETrainer(store, small_cfg(architecture="topk"), tmp_path / "r")
+    assert stick_out(fresh.sae.W_dec.detach()) < 1e-3 and stick_out(plain.sae.W_dec.detach()) > 0.3
+    assert torch.equal(fresh.sae.W_enc.detach(), fresh.sae.W_dec.detach().T)
+    assert torch.allclose(fresh.sae.W_dec.norm(dim=-1), torch.ones(128), atol=1e-5)
+    with pytest.raises(ValueError, match="init"):
+        small_cfg(init="pca")
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(store, tmp_path):
     whole = SAETrainer(store, small_cfg(architecture="batchtopk"), tmp_path / "whole").run(
         progress=False

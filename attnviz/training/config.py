@@ -115,9 +115,21 @@ class SAETrainConfig(LoopConfig):
     sparsity: float = 5.0
     """L1 coefficient for "standard": sum_i f_i |W_dec,i| per token, against the error that
     is 1.0 for predicting the mean."""
+    init: str = "random"
+    """Initial feature directions: "random" (decoder rows anywhere, encoder apart), "tied" (the
+    encoder the decoder's transpose, Gao et al. 2024) or "subspace" (tied, with the rows drawn
+    inside the inputs' active subspace: attention outputs fill only part of their width, and
+    directions outside it never fire; Wang et al. 2025)."""
+    subspace_variance: float = 0.99
+    """"subspace": the share of the inputs' variance the principal directions spanning the
+    active subspace explain."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ("standard", "topk", "batchtopk"):
             raise ValueError(
                 f"architecture {self.architecture!r}: choose standard, topk or batchtopk"
             )
+        if self.init not in ("random", "tied", "subspace"):
+            raise ValueError(f"init {self.init!r}: choose random, tied or subspace")
+        if not 0 < self.subspace_variance <= 1:
+            raise ValueError(f"subspace_variance must be in (0, 1], got {self.subspace_variance}")

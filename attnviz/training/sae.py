@@ -48,21 +48,30 @@ class SAEObjective(Objective):
 
     @torch.no_grad()
     def initialise(self, store: ActivationStore, chunks: list[int]) -> None:
-        """b_dec at the input mean; the error scale at the inputs' mean squared distance from it."""
-        site = self.sae.cfg.site
-        total = torch.zeros(self.sae.cfg.d_in, dtype=torch.float64)
-        sq = torch.zeros((), dtype=torch.float64)
+        """b_dec at the input mean; the error scale at the inputs' mean squared distance from it;
+        the feature directions as `cfg.init` asks."""
+        site, d_in = self.sae.cfg.site, self.sae.cfg.d_in
+        total = torch.zeros(d_in, dtype=torch.float64)
+        second = torch.zeros(d_in, d_in, dtype=torch.float64)
         count = 0
         for batch in store.batches(8, (site,), shuffle=False, by="context", chunks=chunks[:4]):
             x = self._tokens(batch).double()
             total += x.sum(0)
-            sq += x.pow(2).sum()
+            second += x.T @ x
             count += x.shape[0]
         mean = total / count
         device = self.sae.W_enc.device
         self.sae.coder.b_out.copy_(mean.float().to(device))
-        variance = (sq / count - mean.pow(2).sum()).float()
-        self.scale = variance.clamp_min(1e-8).to(device)
+        covariance = second / count - torch.outer(mean, mean)
+        self.scale = covariance.trace().float().clamp_min(1e-8).to(device)
+        if self.cfg.init != "random":
+            directions = self.sae.W_dec.detach().cpu()
+            if self.cfg.init == "subspace":
+                directions = _into_active_subspace(
+                    directions, covariance, self.cfg.subspace_variance, self.cfg.seed
+                )
+            self.sae.coder.W_dec.copy_(directions.to(device))
+            self.sae.coder.W_enc.copy_(directions.T.to(device))
 
     def _activate(self, pre: Tensor) -> Tensor:
         if not (self.batch_topk and self.sae.training):
@@ -108,6 +117,23 @@ class SAEObjective(Objective):
 
     def progress(self, stats: dict[str, float]) -> dict[str, str]:
         return {"fvu": f"{stats['fvu']:.3f}"}
+
+
+def _into_active_subspace(
+    directions: Tensor, covariance: Tensor, variance: float, seed: int
+) -> Tensor:
+    """Unit rows drawn at random inside the span of the inputs' leading principal directions
+    that explain `variance` of their variance (Wang et al. 2025, "Attention Layers Add Into
+    Low-Dimensional Residual Subspaces": attention outputs fill ~60% of their width, and random
+    directions outside it start dead)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    order = eigenvalues.flip(0).clamp_min(0)
+    share = order.cumsum(0) / order.sum().clamp_min(1e-30)
+    rank = int((share < variance).sum()) + 1
+    basis = eigenvectors.flip(1)[:, :rank].float()  # [d_in, rank]
+    generator = torch.Generator().manual_seed(seed + 7)
+    inside = torch.randn(directions.shape[0], rank, generator=generator) @ basis.T
+    return inside / inside.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 class SAETrainer(Trainer):
