@@ -229,6 +229,6 @@ def test_a_new_prompt_is_sent_in_two_steps_patterns_first(tiny_llama_adapter, qk
     firsts = [s for s in sent if s["masked_pending"]]
     assert firsts and "masked" not in firsts[0]["panels"] and firsts[0]["kl"] == {}
     assert "transcoder" in firsts[0]["panels"] and "diff_transcoder" in firsts[0]["panels"]
-    assert not view.masked_pending and set(view.kl) == {"transcoder", "masked"}
+    assert not view.masked_pending and set(view.kl) == {"transcoder", "masked", "bias"}
     assert "masked" in view.panels and "diff_masked" in view.panels
     assert 0 < view.timings["painted_s"] <= view.timings["complete_s"]

@@ -3,6 +3,7 @@ on a tiny random Llama (rotary, GQA) whose attention is sharpened so that patter
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -281,6 +282,10 @@ def test_evaluate_qk_on_an_exact_dictionary(adapter, batches, build):
     assert m["masked_kl_mean"] == pytest.approx(m["kl_mean"], abs=1e-6)
     assert m["ce_masked"] == pytest.approx(m["ce_recon"], abs=1e-6)
     assert m["pairs_kept"] == pairs.nnz and m["pairs_fraction_masked"] == 0.0
+    # The bias terms alone are far from it, and the pairs close the whole gap.
+    assert m["bias_kl_mean"] > m["kl_mean"] + 0.01 and m["pairs_share_warning"] is None
+    assert m["pairs_share_of_kl_reduction"] == pytest.approx(1.0, abs=1e-4)
+    assert report.per_head["bias_kl_mean"].mean() == pytest.approx(m["bias_kl_mean"], rel=1e-6)
 
 
 def test_evaluate_qk_numbers_are_internally_consistent(adapter, batches, random_qk):
@@ -376,3 +381,33 @@ def test_evaluate_qk_with_the_real_masked_map(adapter, batches, random_qk):
     m = report.per_layer
     assert math.isfinite(m["masked_kl_mean"]) and math.isfinite(m["ce_masked"])
     assert m["pairs_fraction_masked"] == 0.0
+    # Bias-only is every pair at mask 0: the same KL through the other path of the engine.
+    zeroed = dataclasses.replace(pairs, value=torch.zeros_like(pairs.value))
+    by_zero = evaluate_qk(adapter, random_qk, batches[:1], pairs=zeroed).per_layer
+    assert by_zero["masked_kl_mean"] == pytest.approx(m["bias_kl_mean"], rel=1e-5)
+    share = (m["bias_kl_mean"] - m["masked_kl_mean"]) / (m["bias_kl_mean"] - m["kl_mean"])
+    assert m["pairs_share_of_kl_reduction"] == pytest.approx(share)
+
+
+def test_qk_feature_density_matches_the_full_evaluation_and_reads_one_layer(
+    adapter, batches, random_qk
+):
+    from attnviz.analysis.qk_report import qk_feature_density
+
+    report = evaluate_qk(adapter, random_qk, batches)
+    (densities,), n_tokens = qk_feature_density(adapter, [random_qk], batches)
+    assert n_tokens == sum(b.numel() for b in batches)
+    assert torch.equal(densities[0], report.density_q)
+    assert torch.equal(densities[1], report.density_k)
+    other = dataclasses.replace(random_qk.cfg, layer=random_qk.cfg.layer + 1)
+    with pytest.raises(ValueError, match="one layer"):
+        qk_feature_density(adapter, [random_qk, type(random_qk)(other)], batches)
+
+
+def test_liveness_counts_dead_and_rare_features():
+    from attnviz.analysis.metrics import liveness
+
+    density = torch.tensor([0.0, 5e-6, 1e-5, 5e-5, 1e-4, 0.3], dtype=torch.float64)
+    out = liveness(density)
+    assert out["dead"] == pytest.approx(2 / 6) and out["rare"] == pytest.approx(2 / 6)
+    assert out["live"] == pytest.approx(4 / 6)

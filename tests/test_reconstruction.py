@@ -3,6 +3,8 @@ tiny random Llama (rotary, grouped-query attention) with a random dictionary and
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,6 +48,15 @@ def test_kl_per_head_leaves_out_the_first_row(rec):
     assert rec.kl_masked is not None and (rec.kl_masked > 0).all()
     assert (mean_row_kl(rec.true, rec.true) == 0).all()
     assert mean_row_kl(rec.true[:, :1, :1], rec.true[:, :1, :1]).shape == (rec.true.shape[0],)
+
+
+def test_the_bias_only_kl_is_the_map_with_every_pair_at_zero(rec):
+    """The baseline the kept pairs improve on: no pair at all; the same as the whole table with
+    every mask value zeroed (the engine's other path)."""
+    zeroed = dataclasses.replace(rec.qk.pairs, value=torch.zeros_like(rec.qk.pairs.value))
+    scores = masked_scores(rec.qk, rec.f_q, rec.f_k, zeroed, rec.rotary)
+    torch.testing.assert_close(rec.kl_bias, mean_row_kl(rec.true, scores.softmax(-1)))
+    assert not torch.allclose(rec.kl_bias, rec.kl_masked)
 
 
 @pytest.mark.parametrize("kind", ["transcoder", "masked"])

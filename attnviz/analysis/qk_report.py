@@ -27,9 +27,9 @@ from attnviz.analysis.qk import pattern_from_features
 from attnviz.analysis.qk_metrics import PatternMean, patched_losses, uniform_causal_pattern
 from attnviz.data.contexts import token_batch
 from attnviz.device import release_memory
+from attnviz.dictionaries.pair_table import PairTable
 
 if TYPE_CHECKING:
-    from attnviz.dictionaries.pair_table import PairTable
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
 
@@ -101,6 +101,53 @@ def _ce_scalars(prefix: str, result: CERecovered) -> dict[str, Any]:
             f"{prefix}_warning": result.warning}  # fmt: skip
 
 
+@torch.no_grad()
+def qk_feature_density(
+    adapter: ModelAdapter,
+    dictionaries: Sequence[QKDictionary],
+    token_batches: Iterable[Tensor | Mapping[str, Tensor]],
+) -> tuple[list[tuple[Tensor, Tensor]], int]:
+    """Each query and key feature's firing density over the tokens of `token_batches`, for
+    dictionaries of one layer: the layer runs once per batch for all of them and nothing is
+    patched, which makes the 100,000+ tokens that tell a dead feature (< 1 in 100,000) from a
+    rare one affordable. Returns [(density_q, density_k)] in the dictionaries' order and the
+    number of tokens."""
+    layers = {qk.cfg.layer for qk in dictionaries}
+    if len(layers) != 1:
+        raise ValueError(f"qk_feature_density reads one layer at a time, got layers {layers}")
+    layer = layers.pop()
+    fields = tuple(dict.fromkeys(f for qk in dictionaries for f in qk.input_fields))
+    counts = [(FiringCounts(), FiringCounts()) for _ in dictionaries]
+    for batch in token_batches:
+        acts = adapter.attention(token_batch(batch), layer, fields)
+        for qk, (firing_q, firing_k) in zip(dictionaries, counts, strict=True):
+            f_q, f_k = qk.encode(**qk.inputs(acts))
+            firing_q.add(f_q)
+            firing_k.add(f_k)
+    return [(q.density(), k.density()) for q, k in counts], counts[0][0].n_tokens
+
+
+PAIRS_SHARE_MIN_GAP = 0.005
+"""Nats per row: below this gap between the bias-only KL and the transcoder's, the pairs' share
+of it is a ratio of noise and comes with a warning."""
+
+
+def _pairs_share(bias_kl: float, masked_kl: float, recon_kl: float) -> dict[str, Any]:
+    """How much of the way from the bias terms alone (no pair kept) to the full transcoder the
+    kept pairs go, in mean row KL: (bias - masked) / (bias - transcoder). A masked map whose KL is
+    close to the transcoder's may owe most of it to the bias terms; this says how much."""
+    gap = bias_kl - recon_kl
+    warning = None
+    if gap < PAIRS_SHARE_MIN_GAP:
+        warning = (
+            f"the bias terms alone are within {gap:.4f} nats/row of the transcoder's KL "
+            f"(< {PAIRS_SHARE_MIN_GAP}): the pairs' share is a ratio of noise"
+        )
+    share = (bias_kl - masked_kl) / gap if gap != 0 else float("nan")
+    return {"bias_kl_mean": bias_kl, "pairs_share_of_kl_reduction": share,
+            "pairs_share_warning": warning}  # fmt: skip
+
+
 def _interval_scalars(name: str, value: float, interval: tuple[float, float]) -> dict[str, Any]:
     return {name: value, f"{name}_lo": interval[0], f"{name}_hi": interval[1]}
 
@@ -162,6 +209,7 @@ def evaluate_qk(
     fields = ("pattern", "q", "k", *(f for f in qk.input_fields if f not in ("q", "k")))
     kl_recon: list[Tensor] = []
     kl_masked: list[Tensor] = []
+    kl_bias: list[Tensor] = []  # the map with no pair at all: its bias terms alone
     firing_q, firing_k = FiringCounts(), FiringCounts()
     ve_q, ve_k = VarianceExplained(), VarianceExplained()
     ce_contexts: dict[str, list[Tensor]] = {}
@@ -193,6 +241,12 @@ def evaluate_qk(
                 candidates["masked"] = masked
                 kl_masked.append(
                     kl_rows(acts.pattern, masked).transpose(0, 1).reshape(heads, -1).cpu()
+                )
+                bias_only = pattern_from_features(
+                    qk, f_q, f_k, PairTable.empty(pairs_here.shape), rotary
+                ).to(adapter.device, torch.float32)
+                kl_bias.append(
+                    kl_rows(acts.pattern, bias_only).transpose(0, 1).reshape(heads, -1).cpu()
                 )
 
         firing_q.add(f_q)
@@ -273,6 +327,8 @@ def evaluate_qk(
         "pairs_fraction_masked": 1.0 - pairs.fraction_kept if pairs is not None else None,
     }
     masked_keys = ["masked_kl_mean", "masked_kl_p99", "masked_kl_max", "ce_masked",
+                   "bias_kl_mean", "bias_kl_p99", "pairs_share_of_kl_reduction",
+                   "pairs_share_warning",
                    "loss_increase_masked", "loss_increase_masked_lo", "loss_increase_masked_hi",
                    "logit_kl_masked"]  # fmt: skip
     for prefix in ("masked_ce_recovered_uniform", "masked_ce_recovered_mean"):
@@ -284,7 +340,12 @@ def evaluate_qk(
         for c in ("mean", "p90", "p99", "max"):
             per_head[f"masked_kl_{c}"] = masked_head[c].to_numpy()
         m = all_masked.double()
+        all_bias = torch.cat(kl_bias, 1)
+        per_head["bias_kl_mean"] = kl_summary(all_bias)["mean"].to_numpy()
+        bias_kl = float(all_bias.double().mean())
         vs_uniform, vs_mean = comparisons["masked_vs_uniform"], comparisons["masked_vs_mean"]
+        per_layer.update(_pairs_share(bias_kl, float(m.mean()), per_layer["kl_mean"]))
+        per_layer["bias_kl_p99"] = float(np.quantile(all_bias.double().numpy(), 0.99))
         per_layer.update(
             {
                 "masked_kl_mean": float(m.mean()),

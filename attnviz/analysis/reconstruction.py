@@ -17,6 +17,7 @@ from torch import Tensor
 
 from attnviz.analysis.metrics import mean_row_kl
 from attnviz.analysis.qk import decompose_score, masked_scores
+from attnviz.dictionaries.pair_table import PairTable
 from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Reconstruction:
     rotary: Rotary | None = field(repr=False)
     kl_transcoder: Tensor | None  # [heads]: metrics.mean_row_kl, rows 1.. (None until complete)
     kl_masked: Tensor | None  # [heads]
+    kl_bias: Tensor | None = None  # [heads]: the map's bias terms alone (no pair kept)
 
     @property
     def n_tokens(self) -> int:
@@ -158,17 +160,20 @@ def reconstruct(adapter: ModelAdapter, qk: QKDictionary, tokens: Tensor,
 
 def complete(rec: Reconstruction) -> Reconstruction:
     """Fill in what reconstruct(..., masked=False) left out: the transcoder's KL, and the masked
-    feature-pair map's pattern and KL when the dictionary has a pair table (no model run: the
-    features are in `rec`)."""
+    feature-pair map's pattern and KL when the dictionary has a pair table, with the KL of the
+    map's bias terms alone beside it (what the kept pairs improve on; no model run: the features
+    are in `rec`)."""
     if rec.kl_transcoder is None:
         rec.kl_transcoder = mean_row_kl(rec.true.float(), rec.transcoder.float())
     qk = rec.qk
     if qk.pairs is None or rec.masked is not None:
         return rec
     device = qk.device
+    f_q, f_k = rec.f_q.to(device), rec.f_k.to(device)
     with torch.no_grad():
-        scores = masked_scores(qk, rec.f_q.to(device), rec.f_k.to(device), qk.pairs.to(device),
-                               rec.rotary)  # fmt: skip
+        scores = masked_scores(qk, f_q, f_k, qk.pairs.to(device), rec.rotary)
+        bias = masked_scores(qk, f_q, f_k, PairTable.empty(qk.pairs.shape), rec.rotary)
     rec.masked = scores.softmax(-1).float().cpu()
     rec.kl_masked = mean_row_kl(rec.true.float(), rec.masked)
+    rec.kl_bias = mean_row_kl(rec.true.float(), bias.softmax(-1).float().cpu())
     return rec

@@ -43,4 +43,8 @@ class PatternExplorer(QKWidget):
         panels["transcoder − model"] = self.panels["diff_transcoder"]
         kl = self.kl.get("transcoder", [])
         kl_text = f" · KL {kl[self.head]:.3f}" if kl else ""
+        if self.kl.get("masked"):
+            kl_text += f" · masked map {self.kl['masked'][self.head]:.3f}"
+        if self.kl.get("bias"):  # what the kept pairs improve on
+            kl_text += f" · bias terms alone {self.kl['bias'][self.head]:.3f}"
         return self._pattern_figure(panels, signed=["transcoder − model"], note=kl_text)

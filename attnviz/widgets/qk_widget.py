@@ -59,7 +59,8 @@ class QKWidget(PromptWidget):
 
     Traits (synced, besides PromptWidget's): panels ({"true", "transcoder", "masked"} -> wire
     arrays [heads, n, n], pooled and windowed like the rest), kl ({"transcoder": [...],
-    "masked": [...]}: mean KL(true || reconstruction) per head over the whole prompt, nats),
+    "masked": [...], "bias": [...]}: mean KL(true || reconstruction) per head over the whole
+    prompt, nats; "bias" is the masked map's bias terms alone, what its pairs improve on),
     has_masked (the dictionary has a pair table), masked_pending (the masked map is being
     computed: a new prompt's other panels are shown first), dictionary (one line describing it)."""
 
@@ -134,6 +135,8 @@ class QKWidget(PromptWidget):
                 rec.masked = rec.masked.to(HALF)
             self._full["masked"] = rec.masked
             kl["masked"] = [round(float(v), 5) for v in rec.kl_masked]
+            if rec.kl_bias is not None:
+                kl["bias"] = [round(float(v), 5) for v in rec.kl_bias]
             traits = self._view(list(self.window) or None)
         with self.hold_sync():
             for name, value in {**traits, "kl": kl}.items():

@@ -5,6 +5,7 @@ to tests/browser/screenshots/."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -84,7 +85,11 @@ def test_head_change_redraws_every_panel(widgets, screenshots):
     assert root.get_attribute("data-head") == str(other)
     for panel, old in before.items():
         assert pixels(root, panel) != old, panel
-    assert root.get_by_test_id("kl-line").text_content().startswith(f"head {other}: KL")
+    line = root.get_by_test_id("kl-line").text_content()
+    assert line.startswith(f"head {other}: KL")
+    # Beside the masked map, the baseline its kept pairs improve on: its bias terms alone.
+    assert re.search(r"masked map\) \d+\.\d+ · bias terms alone \d+\.\d+ ", line), line
+    assert "bias terms alone" in root.get_by_test_id(f"thumb-{other}").get_attribute("title")
     root.screenshot(path=str(screenshots / "pattern_explorer_head.png"))
 
 

@@ -2,7 +2,7 @@
 // QK-dictionary reconstructions, for the selected head, with every head's KL in the thumbnails.
 //
 // Traits read: prompt, layer, layers, head, tokens, downsampled, error, busy, dictionary,
-// has_masked, kl ({transcoder: [per head], masked: [per head]}), panels ({true, transcoder,
+// has_masked, kl ({transcoder, masked, bias: [per head]}), panels ({true, transcoder,
 // masked, diff_transcoder, diff_masked}: [heads, dest, src] wire arrays, future cells masked).
 // Also window/offset/window_size (a stretch of a long prompt at full resolution).
 // Traits written: prompt, layer (recomputed in the kernel), head (front-end only), window (a
@@ -167,8 +167,10 @@ function render({ model, el: host }) {
     markThumb(thumbs, head);
     const kl = model.get("kl") ?? {};
     const masked = kl.masked ? ` · KL(model ‖ masked map) ${formatKl(kl.masked[head])}` : "";
+    // What the kept pairs improve on: the map with no pair at all.
+    const bias = kl.bias ? ` · bias terms alone ${formatKl(kl.bias[head])}` : "";
     klLine.textContent = decoded
-      ? `head ${head}: KL(model ‖ transcoder) ${formatKl(kl.transcoder?.[head])}${masked}  (mean over destination rows, nats)`
+      ? `head ${head}: KL(model ‖ transcoder) ${formatKl(kl.transcoder?.[head])}${masked}${bias}  (mean over destination rows, nats)`
       : "";
     if (!decoded) {
       for (const panel of Object.values(panels)) panel.clear();

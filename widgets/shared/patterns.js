@@ -70,8 +70,10 @@ export function thumbCaption(h, kl) {
 export function thumbTitle(h, kl) {
   const t = kl?.transcoder?.[h];
   const m = kl?.masked?.[h];
+  const b = kl?.bias?.[h];
   const lines = [`head ${h}`, `KL(model ‖ transcoder pattern) ${formatKl(t)} nats`];
   if (m !== undefined) lines.push(`KL(model ‖ masked feature map) ${formatKl(m)} nats`);
+  if (b !== undefined) lines.push(`KL(model ‖ the map's bias terms alone) ${formatKl(b)} nats`);
   return lines.join("\n");
 }
 

@@ -33,21 +33,26 @@ from attnviz.analysis.metrics.loss import (
     recovered_fraction,
 )
 from attnviz.analysis.metrics.sparsity import (
+    DEAD_DENSITY,
     DECADE_EDGES,
+    RARE_DENSITY,
     FiringCounts,
     density_histogram,
     density_table,
     feature_density,
     l0,
     live_features,
+    liveness,
 )
 
 __all__ = [
     "CE_RECOVERED_MIN_GAP",
+    "DEAD_DENSITY",
     "DECADE_EDGES",
     "KL_EPS",
     "MAX_RATIO_WIDTH",
     "MIN_ABLATION_DAMAGE",
+    "RARE_DENSITY",
     "CERecovered",
     "FiringCounts",
     "VarianceExplained",
@@ -60,6 +65,7 @@ __all__ = [
     "kl_summary",
     "l0",
     "live_features",
+    "liveness",
     "mean_row_kl",
     "recovered_fraction",
     "variance_explained",

@@ -62,6 +62,22 @@ def feature_density(f_batches: Tensor | Iterable[Tensor]) -> Tensor:
     return counter.density()
 
 
+DEAD_DENSITY = 1e-5
+"""Below this firing density (1 in 100,000 tokens) a feature counts as dead: telling it from a
+rare one takes 100,000+ tokens."""
+RARE_DENSITY = 1e-4
+"""Below this (and at or above DEAD_DENSITY) a feature is alive but rare."""
+
+
+def liveness(density: Tensor) -> dict[str, float]:
+    """Fractions of features that are dead (density < 1e-5), rare (1e-5 <= density < 1e-4) and
+    live at 1e-5 or more (1 - dead)."""
+    d = density.detach().double().cpu().reshape(-1)
+    dead = float((d < DEAD_DENSITY).double().mean())
+    rare = float(((d >= DEAD_DENSITY) & (d < RARE_DENSITY)).double().mean())
+    return {"dead": dead, "rare": rare, "live": 1.0 - dead}
+
+
 def live_features(density: Tensor) -> int:
     """How many features fire at least once: #{i : density[i] > 0}."""
     return int((density > 0).sum())
