@@ -63,6 +63,24 @@ def test_training_lowers_the_pattern_kl(store, tiny_llama_adapter, tmp_path):
     assert torch.allclose(qk.query.W_dec.norm(dim=-1), torch.ones(64), atol=1e-5)
 
 
+def test_topk_transcoders_hold_their_l0_and_keep_it_when_loaded(
+    store, tiny_llama_adapter, tmp_path
+):
+    """TopK (Gao et al. 2024) on both sides, with AuxK: every token has at most k active features
+    on each side, training still lowers the KL, and k survives save and load."""
+    run = trainer(store, tiny_llama_adapter, tmp_path, k_q=3, k_k=5, aux_k=16, ghost_grads=False)
+    before = run.evaluate()["eval_kl"]
+    qk = run.run(progress=False)
+    assert run.state.history[-3]["eval_kl"] < 0.8 * before
+    batch = next(iter(store.batches(4, ("resid_normed",), shuffle=False, by="context")))
+    f_q, f_k = qk.encode(resid_normed=batch["resid_normed"].float())
+    assert int((f_q > 0).sum(-1).max()) <= 3 and int((f_k > 0).sum(-1).max()) <= 5
+    assert float((f_q > 0).sum(-1).float().mean()) > 2  # not a dead dictionary either
+    loaded = load_qk(tmp_path / "dictionary", spec=tiny_llama_adapter.spec, layer=1)
+    assert (loaded.cfg.k_q, loaded.cfg.k_k) == (3, 5)
+    assert torch.equal(loaded.encode(resid_normed=batch["resid_normed"].float())[1], f_k)
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(store, tiny_llama_adapter, tmp_path):
     whole = trainer(store, tiny_llama_adapter, tmp_path / "whole").run(progress=False)
     first = trainer(store, tiny_llama_adapter, tmp_path / "parts")

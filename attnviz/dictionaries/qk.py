@@ -51,6 +51,11 @@ class QKConfig:
     """Query features."""
     d_hidden_k: int
     """Key features."""
+    k_q: int | None = None
+    """TopK: query features active per token (Gao et al. 2024); None: ReLU (trained with a
+    sparsity penalty)."""
+    k_k: int | None = None
+    """TopK: key features active per token; None: ReLU."""
     hook_in: str = "resid_normed"
     """What the encoders read (see attnviz.models.adapter for the convention)."""
     training: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +107,7 @@ class QKDictionary(Dictionary):
         transcoder = cfg.architecture == "qk_transcoder"
         self.query = SparseCoder(cfg.d_model if transcoder else d_q, cfg.d_hidden_q, d_q, seed)
         self.key = SparseCoder(cfg.d_model if transcoder else d_k, cfg.d_hidden_k, d_k, seed + 1)
+        self.query.k, self.key.k = cfg.k_q, cfg.k_k
         # Step 2's sparse (query feature, key feature, head) table, once trained.
         self.pairs: PairTable | None = None
 

@@ -6,6 +6,9 @@ when asked, so a feature's activation carries its magnitude.
 
 input_bias: "own" (b_pre a parameter of its own), "tied" (b_pre is b_out: the SAE convention of
 subtracting the decoder bias from the input) or "none" (nothing subtracted).
+
+k: when set, only the k largest activations per token are kept (TopK, Gao et al. 2024): the L0 is
+fixed by construction instead of by a penalty.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class SparseCoder(nn.Module):
         if input_bias == "tied" and d_in != d_out:
             raise ValueError(f"a tied input bias needs d_in == d_out, got {d_in} and {d_out}")
         self.input_bias = input_bias
+        self.k: int | None = None  # TopK: the k largest activations per token (None: all)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.d_in, self.d_hidden, self.d_out = d_in, d_hidden, d_out
         W_dec = torch.randn(d_hidden, d_out, generator=generator)
@@ -48,7 +52,11 @@ class SparseCoder(nn.Module):
         return (x - self.b_pre) @ self.W_enc + self.b_enc
 
     def encode(self, x: Tensor) -> Tensor:
-        return torch.relu(self.pre_activation(x))
+        pre = self.pre_activation(x)
+        if self.k is None or self.k >= pre.shape[-1]:
+            return torch.relu(pre)
+        top = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
 
     def decode(self, f: Tensor) -> Tensor:
         return f @ self.W_dec + self.b_out

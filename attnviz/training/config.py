@@ -73,6 +73,11 @@ class QKTrainConfig(LoopConfig):
     """Coefficient of the L0.5 penalty sum_i sqrt(f_i * |dec_i| + eps) per token."""
     kl_weights: tuple[float, float, float] = (3.0, 1.0, 1.0)
     """Weights of KL(true || q^k^), KL(true || q^k), KL(true || qk^) (Sharkey et al.: 3, 1, 1)."""
+    k_q: int = 0
+    """TopK transcoders (Gao et al. 2024): query features active per token, a fixed L0 and no
+    sparsity penalty (pair with --aux-k for dead features); 0: ReLU with the L0.5 penalty."""
+    k_k: int = 0
+    """TopK: key features active per token; 0: ReLU with the L0.5 penalty."""
 
 
 @dataclass

@@ -98,7 +98,12 @@ class QKObjective(Objective):
         else:
             fit = _normalised_mse(q, q_hat) + _normalised_mse(k, k_hat)
             stats["mse"] = fit.item()
-        sparse = sparsity_penalty(f_q, qk.query) + sparsity_penalty(f_k, qk.key)
+        # A TopK side has its L0 by construction: no penalty on it.
+        sparse = sum(
+            (sparsity_penalty(f, coder) for f, coder in ((f_q, qk.query), (f_k, qk.key))
+             if coder.k is None),
+            torch.zeros((), device=f_q.device),
+        )  # fmt: skip
         loss = fit + cfg.sparsity * sparsity_scale * sparse
         flat = lambda t: t.flatten(0, -2)  # noqa: E731  [b, pos, d] -> [tokens, d]
         terms = {
@@ -136,6 +141,7 @@ class QKTrainer(Trainer):
             raise ValueError(f"{spec.name} uses rotary positions: pass the layer's rotary tables")
         qk_cfg = QKConfig.for_model(
             spec, store.layer, cfg.d_hidden_q, cfg.d_hidden_k, architecture=cfg.architecture,
+            k_q=cfg.k_q or None, k_k=cfg.k_k or None,
             training=cfg.to_dict() | {"store": str(store.path), "corpus": store.corpus},
         )  # fmt: skip
         torch.manual_seed(cfg.seed)
