@@ -4,7 +4,8 @@
    matching / orthogonal matching / gradient pursuit against scikit-learn's `orthogonal_mp_gram`
    (OMP without positivity, with its Gram matrix precomputed: its fastest path) and
    `sparse_encode(algorithm="lasso_cd", positive=True)` with alpha searched so its mean L0 matches
-   the target: tokens/s and FVU at the same L0, alternated five times (best of five kept).
+   the target (with n_jobs None or the core count, whichever runs faster here): tokens/s and FVU
+   at the same L0, alternated five times (best of five kept).
    The lasso's L0 varies by token; gradient pursuit races it in kind too, with an absolute
    residual tolerance (each token capped at twice the target) bisected on the same tokens twice:
    to the same mean L0 (`atol_for_mean_l0`), and to 0.95x the lasso's FVU there (equal FVU, with
@@ -15,7 +16,7 @@
    where ITO and the encoder agree (correlation above / below the median encoder activation,
    Jaccard of the chosen sets).
 
-    .venv/bin/python benchmarks/ito.py [--sae z-sae-L18] [--tokens 512] [--ce-contexts 16]
+    .venv/bin/python benchmarks/ito.py [--sae z-sae-L18] [--tokens 2048] [--ce-contexts 16]
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def atol_for_fvu(x, D, b, G, cap: int, target: float, rounds: int = 18) -> float
             hi = mid
         else:
             lo = mid
+    out = pursue(x, D, cap, method="gp", bias=b, G=G, atol=lo)
+    reached = fvu_of(xn, out.reconstruction.double().numpy())
+    if reached > target:
+        raise RuntimeError(f"GP capped at {cap} atoms reaches FVU {reached:.4f}, not {target:.4f}")
     return lo
 
 
@@ -123,6 +128,7 @@ def speed(sae, x: torch.Tensor, l0: int) -> tuple[list[dict], dict]:
     sk_dtype = min((np.float32, np.float64), key=lambda t: timed(sk_omp_in(t)))
     Dn, Gn = grams[sk_dtype]
     y = (x - b).numpy().astype(sk_dtype)
+
     runs: dict[str, dict] = {}
 
     def ours(method: str, positive: bool = True, atol: float = 0.0):
@@ -140,6 +146,15 @@ def speed(sae, x: torch.Tensor, l0: int) -> tuple[list[dict], dict]:
                         float((coef != 0).sum(0).mean()))  # fmt: skip
 
     alpha, lasso_fvu = lasso_alpha(Dn, Gn, y, l0)
+
+    # sparse_encode runs one lasso per token, on one core unless n_jobs splits the tokens over
+    # processes: race it in whichever is faster here (timed once each on the race's tokens, as
+    # the processes' start-up weighs less on more of them)
+    def lasso_in(jobs):
+        return lambda: sparse_encode(y, Dn, gram=Gn, algorithm="lasso_cd", alpha=alpha,
+                                     positive=True, n_jobs=jobs)  # fmt: skip
+
+    lasso_jobs = min((None, os.cpu_count() or 1), key=lambda j: timed(lasso_in(j)))
     sub = x[:CALIBRATION_TOKENS]
     atols = {
         f"attnviz gp (positive, adaptive L0 <= {2 * l0})": atol_for_mean_l0(
@@ -151,7 +166,8 @@ def speed(sae, x: torch.Tensor, l0: int) -> tuple[list[dict], dict]:
     }
 
     def sk_lasso():
-        coef = sparse_encode(y, Dn, gram=Gn, algorithm="lasso_cd", alpha=alpha, positive=True)
+        coef = sparse_encode(y, Dn, gram=Gn, algorithm="lasso_cd", alpha=alpha, positive=True,
+                             n_jobs=lasso_jobs)  # fmt: skip
         return lambda: (coef.astype(np.float64) @ Dn.astype(np.float64) + bn,
                         float((coef != 0).sum(1).mean()))  # fmt: skip
 
@@ -175,7 +191,7 @@ def speed(sae, x: torch.Tensor, l0: int) -> tuple[list[dict], dict]:
             if best is None or dt < best["seconds"]:
                 runs[name] = {"method": name, "seconds": dt, "tokens_per_s": len(xn) / dt,
                               "fvu": fvu_of(xn, recon), "l0": mean_l0}  # fmt: skip
-    runs[f"sklearn sparse_encode lasso_cd (positive, {sk})"]["alpha"] = alpha
+    runs[f"sklearn sparse_encode lasso_cd (positive, {sk})"].update(alpha=alpha, n_jobs=lasso_jobs)
     for name, atol in atols.items():
         runs[name]["atol"] = atol
     return list(runs.values()), gram_seconds
@@ -216,7 +232,7 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sae", nargs="+", default=["z-sae-L18", "resid-sae-L16", "v-sae-L18"])
-    parser.add_argument("--tokens", type=int, default=512, help="tokens for the speed race")
+    parser.add_argument("--tokens", type=int, default=2048, help="tokens for the speed race")
     parser.add_argument("--pareto-contexts", type=int, default=32)
     parser.add_argument("--ce-contexts", type=int, default=16)
     parser.add_argument("--l0", type=int, default=16, help="L0 of the speed race")
@@ -236,6 +252,7 @@ def main() -> None:
         race = x[
             torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[: args.tokens]
         ]
+        out["race_tokens"] = int(race.shape[0])
         out["speed"], out["gram_seconds"] = speed(sae, race, args.l0)
         table = pd.DataFrame(out["speed"])
         print(f"\n{name}: speed at L0 {args.l0} on {len(race)} held-out tokens")

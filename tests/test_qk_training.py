@@ -76,6 +76,14 @@ def test_topk_transcoders_hold_their_l0_and_keep_it_when_loaded(
     f_q, f_k = qk.encode(resid_normed=batch["resid_normed"].float())
     assert int((f_q > 0).sum(-1).max()) <= 3 and int((f_k > 0).sum(-1).max()) <= 5
     assert float((f_q > 0).sum(-1).float().mean()) > 2  # not a dead dictionary either
+    # One feature's column (max-activating examples) is 0 wherever it is not among the k largest.
+    from attnviz.analysis.feature_examples import _feature_column
+
+    x = batch["resid_normed"].float()
+    for j in range(8):
+        assert torch.equal(_feature_column(qk.query, x, j), f_q[..., j])
+    with pytest.raises(ValueError, match="k_q = 64"):
+        small_cfg(k_q=64)
     loaded = load_qk(tmp_path / "dictionary", spec=tiny_llama_adapter.spec, layer=1)
     assert (loaded.cfg.k_q, loaded.cfg.k_k) == (3, 5)
     assert torch.equal(loaded.encode(resid_normed=batch["resid_normed"].float())[1], f_k)

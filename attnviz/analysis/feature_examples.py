@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 
 def _feature_column(coder: SparseCoder, x: Tensor, feature: int) -> Tensor:
-    """One feature's activation [...] without computing the others (for a plain SparseCoder)."""
-    if type(coder).encode is SparseCoder.encode and type(coder).pre_activation is (
+    """One feature's activation [...] without computing the others (for a plain SparseCoder; a
+    TopK one needs every feature to know whether this one is among the k largest)."""
+    plain = type(coder).encode is SparseCoder.encode and type(coder).pre_activation is (
         SparseCoder.pre_activation
-    ):
+    )
+    if plain and coder.k is None:
         pre = (x - coder.b_pre) @ coder.W_enc[:, feature] + coder.b_enc[feature]
         return torch.relu(pre)
     return coder.encode(x)[..., feature]

@@ -140,8 +140,8 @@ def _pairs_share(bias_kl: float, masked_kl: float, recon_kl: float) -> dict[str,
     warning = None
     if gap < PAIRS_SHARE_MIN_GAP:
         warning = (
-            f"the bias terms alone are within {gap:.4f} nats/row of the transcoder's KL "
-            f"(< {PAIRS_SHARE_MIN_GAP}): the pairs' share is a ratio of noise"
+            f"the bias terms alone come {gap:+.4f} nats/row from the transcoder's KL (a gap "
+            f"under {PAIRS_SHARE_MIN_GAP}): the pairs' share is a ratio of noise"
         )
     share = (bias_kl - masked_kl) / gap if gap != 0 else float("nan")
     return {"bias_kl_mean": bias_kl, "pairs_share_of_kl_reduction": share,

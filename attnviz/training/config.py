@@ -79,6 +79,17 @@ class QKTrainConfig(LoopConfig):
     k_k: int = 0
     """TopK: key features active per token; 0: ReLU with the L0.5 penalty."""
 
+    def __post_init__(self) -> None:
+        for name, k, width in (
+            ("k_q", self.k_q, self.d_hidden_q),
+            ("k_k", self.k_k, self.d_hidden_k),
+        ):
+            if not 0 <= k < width:
+                raise ValueError(
+                    f"{name} = {k}: choose 0 (ReLU with the L0.5 penalty) or a TopK k between 1 "
+                    f"and the {width} features less one"
+                )
+
 
 @dataclass
 class TrainJobConfig:

@@ -51,24 +51,29 @@ class SAEObjective(Objective):
         """b_dec at the input mean; the error scale at the inputs' mean squared distance from it;
         the feature directions as `cfg.init` asks."""
         site, d_in = self.sae.cfg.site, self.sae.cfg.d_in
+        subspace = self.cfg.init == "subspace"  # the only one that needs the covariance
         total = torch.zeros(d_in, dtype=torch.float64)
-        second = torch.zeros(d_in, d_in, dtype=torch.float64)
+        second = torch.zeros((d_in, d_in) if subspace else (), dtype=torch.float64)
         count = 0
         for batch in store.batches(8, (site,), shuffle=False, by="context", chunks=chunks[:4]):
             x = self._tokens(batch).double()
             total += x.sum(0)
-            second += x.T @ x
+            second += x.T @ x if subspace else x.pow(2).sum()
             count += x.shape[0]
         mean = total / count
         device = self.sae.W_enc.device
         self.sae.coder.b_out.copy_(mean.float().to(device))
-        covariance = second / count - torch.outer(mean, mean)
-        self.scale = covariance.trace().float().clamp_min(1e-8).to(device)
+        if subspace:
+            covariance = second / count - torch.outer(mean, mean)
+            variance = covariance.trace()
+        else:
+            variance = second / count - mean.pow(2).sum()
+        self.scale = variance.float().clamp_min(1e-8).to(device)
         if self.cfg.init != "random":
             directions = self.sae.W_dec.detach().cpu()
-            if self.cfg.init == "subspace":
+            if subspace:
                 directions = _into_active_subspace(
-                    directions, covariance, self.cfg.subspace_variance, self.cfg.seed
+                    directions.shape[0], covariance, self.cfg.subspace_variance, self.cfg.seed
                 )
             self.sae.coder.W_dec.copy_(directions.to(device))
             self.sae.coder.W_enc.copy_(directions.T.to(device))
@@ -120,7 +125,7 @@ class SAEObjective(Objective):
 
 
 def _into_active_subspace(
-    directions: Tensor, covariance: Tensor, variance: float, seed: int
+    n_features: int, covariance: Tensor, variance: float, seed: int
 ) -> Tensor:
     """Unit rows drawn at random inside the span of the inputs' leading principal directions
     that explain `variance` of their variance (Wang et al. 2025, "Attention Layers Add Into
@@ -129,10 +134,11 @@ def _into_active_subspace(
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     order = eigenvalues.flip(0).clamp_min(0)
     share = order.cumsum(0) / order.sum().clamp_min(1e-30)
-    rank = int((share < variance).sum()) + 1
+    # (rounding can leave the last share a hair below 1, and a zero covariance has no share at all)
+    rank = min(int((share < variance).sum()) + 1, covariance.shape[0])
     basis = eigenvectors.flip(1)[:, :rank].float()  # [d_in, rank]
     generator = torch.Generator().manual_seed(seed + 7)
-    inside = torch.randn(directions.shape[0], rank, generator=generator) @ basis.T
+    inside = torch.randn(n_features, rank, generator=generator) @ basis.T
     return inside / inside.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 

@@ -191,18 +191,22 @@ def atol_for_mean_l0(
 ) -> float:
     """The `atol` at which `pursue(x, dictionary, max_l0, atol=...)` has mean L0 at most
     `mean_l0` on x (pass a sample of the tokens to code: the mean holds on others only
-    statistically), bisected in log scale between the smallest and largest squared input norm.
-    The adaptive counterpart of a fixed target: the same atoms on average, spent where the
-    residual is largest."""
+    statistically), bisected in log scale from the largest squared input norm (where nothing is
+    coded) down to 1e-3 of the smallest. The adaptive counterpart of a fixed target: the same
+    atoms on average, spent where the residual is largest."""
     if not 0 < mean_l0 <= max_l0:
         raise ValueError(f"mean_l0 must be in (0, max_l0 = {max_l0}], got {mean_l0}")
     y = x.float() - (0 if bias is None else bias.float())
     y2 = y.pow(2).sum(-1)
+    if not bool((y2 > 0).any()):
+        raise ValueError("every input equals the bias: there is nothing to code, so no atol")
     hi = float(y2.max())
-    lo = max(float(y2[y2 > 0].min()) if bool((y2 > 0).any()) else hi, hi * 1e-9) * 1e-3
+    lo = max(float(y2[y2 > 0].min()), hi * 1e-9) * 1e-3
     if G is None:
         G = gram(dictionary)
-    for _ in range(rounds):  # invariant: the mean L0 at hi is <= mean_l0, at lo above it
+    # invariant: the mean L0 at hi is <= mean_l0 (at the start nothing is coded); the answer is
+    # the smallest such atol found, which may stay at lo when even lo keeps the mean below
+    for _ in range(rounds):
         mid = (lo * hi) ** 0.5
         out = pursue(x, dictionary, max_l0, method, positive, bias, G=G, atol=mid)
         if float(out.l0.float().mean()) > mean_l0:
@@ -296,8 +300,10 @@ def _solve(
             write_out()
             keep = live.nonzero()[:, 0]
             rows, y, y2, r2, stop_at, live = (a[keep] for a in (rows, y, y2, r2, stop_at, live))
-            c = c0[keep] if c is c0 else c[keep]
-            c0 = c0[keep] if method != "mp" else c
+            if c is c0:  # MP always (it updates c0 in place), OMP and GP before their first step
+                c = c0 = c0[keep]
+            else:
+                c, c0 = c[keep], c0[keep]
             slots = [a[keep] for a in slots]
             gss_all = None if gss_all is None else gss_all[keep]
             if chol is not None:
