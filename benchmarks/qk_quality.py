@@ -99,6 +99,7 @@ def main() -> None:
     for layer in sorted({qk.cfg.layer for qk in jobs}):
         here = [qk for qk in jobs if qk.cfg.layer == layer]
         found, n_tokens = qk_feature_density(adapter, here, density_batches)
+        print(f"layer {layer}: density over {n_tokens:,} held-out tokens", flush=True)
         densities.update({id(qk): d for qk, d in zip(here, found, strict=True)})
     for qk in jobs:
         start = time.perf_counter()
@@ -109,6 +110,12 @@ def main() -> None:
         for side, density in zip("qk", densities[id(qk)], strict=True):
             row.update({f"{k}_{side}": v for k, v in liveness(density).items()})
         rows.append(row)
+        print(  # a run takes over an hour on 2 CPU cores: say where it is
+            f"layer {row['layer']} {row['architecture']} ({row['d_hidden_q']}): KL "
+            f"{row['kl_mean']:.3f}, dead q/k {row['dead_q']:.0%}/{row['dead_k']:.0%} "
+            f"in {row['eval_seconds']:.0f} s",
+            flush=True,
+        )
         per_head.append(
             report.per_head.assign(architecture=qk.cfg.architecture, d_hidden_q=qk.cfg.d_hidden_q)
         )
