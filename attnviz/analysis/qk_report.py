@@ -23,13 +23,13 @@ from attnviz.analysis.metrics import (
     kl_summary,
     live_features,
 )
-from attnviz.analysis.qk import pattern_from_features
+from attnviz.analysis.qk import masked_and_bias_scores
 from attnviz.analysis.qk_metrics import PatternMean, patched_losses, uniform_causal_pattern
 from attnviz.data.contexts import token_batch
 from attnviz.device import release_memory
-from attnviz.dictionaries.pair_table import PairTable
 
 if TYPE_CHECKING:
+    from attnviz.dictionaries.pair_table import PairTable
     from attnviz.dictionaries.qk import QKDictionary
     from attnviz.models.adapter import ModelAdapter
 
@@ -168,7 +168,7 @@ def evaluate_qk(
     float64 [heads, n, n] sum per context length). Pass 2 runs the layer and the dictionary on
     each batch and patches the layer's heads with the transcoder's pattern
     (adapter.pattern_from_qk(q_hat, k_hat)), the masked feature-pair map's pattern
-    (attnviz.analysis.qk.pattern_from_features, when `pairs` is given or the dictionary has its
+    (attnviz.analysis.qk.masked_and_bias_scores, when `pairs` is given or the dictionary has its
     own `qk.pairs`), the uniform causal pattern and the mean pattern. Every figure is computed
     by attnviz.analysis.metrics; CE recovered comes with bootstrap intervals over contexts
     (seeded with `seed`) and a warning when the ablation does too little damage to divide by.
@@ -236,15 +236,13 @@ def evaluate_qk(
             if pairs_here is not None:
                 rotary = adapter.rotary(layer, n)
                 rotary = rotary.to(device) if rotary is not None else None
-                masked = pattern_from_features(qk, f_q, f_k, pairs_here, rotary)
-                masked = masked.to(adapter.device, torch.float32)
+                masked_s, bias_s = masked_and_bias_scores(qk, f_q, f_k, pairs_here, rotary)
+                masked = masked_s.softmax(-1).to(adapter.device, torch.float32)
                 candidates["masked"] = masked
                 kl_masked.append(
                     kl_rows(acts.pattern, masked).transpose(0, 1).reshape(heads, -1).cpu()
                 )
-                bias_only = pattern_from_features(
-                    qk, f_q, f_k, PairTable.empty(pairs_here.shape), rotary
-                ).to(adapter.device, torch.float32)
+                bias_only = bias_s.softmax(-1).to(adapter.device, torch.float32)
                 kl_bias.append(
                     kl_rows(acts.pattern, bias_only).transpose(0, 1).reshape(heads, -1).cpu()
                 )

@@ -16,8 +16,7 @@ import torch
 from torch import Tensor
 
 from attnviz.analysis.metrics import mean_row_kl
-from attnviz.analysis.qk import decompose_score, masked_scores
-from attnviz.dictionaries.pair_table import PairTable
+from attnviz.analysis.qk import decompose_score, masked_and_bias_scores, masked_scores
 from attnviz.models.rotary import Rotary
 
 if TYPE_CHECKING:
@@ -171,8 +170,7 @@ def complete(rec: Reconstruction) -> Reconstruction:
     device = qk.device
     f_q, f_k = rec.f_q.to(device), rec.f_k.to(device)
     with torch.no_grad():
-        scores = masked_scores(qk, f_q, f_k, qk.pairs.to(device), rec.rotary)
-        bias = masked_scores(qk, f_q, f_k, PairTable.empty(qk.pairs.shape), rec.rotary)
+        scores, bias = masked_and_bias_scores(qk, f_q, f_k, qk.pairs.to(device), rec.rotary)
     rec.masked = scores.softmax(-1).float().cpu()
     rec.kl_masked = mean_row_kl(rec.true.float(), rec.masked)
     rec.kl_bias = mean_row_kl(rec.true.float(), bias.softmax(-1).float().cpu())

@@ -47,12 +47,6 @@ class PairTable:
         )  # fmt: skip
 
     @classmethod
-    def empty(cls, shape: tuple[int, int, int]) -> PairTable:
-        """No pair kept: the map's scores are its bias terms alone (the baseline the pairs add to)."""
-        none = torch.zeros(0, dtype=torch.long)
-        return cls(q=none, k=none.clone(), head=none.clone(), value=torch.zeros(0), shape=shape)
-
-    @classmethod
     def full(cls, d_q: int, d_k: int, n_heads: int) -> PairTable:
         return cls.from_dense(torch.ones(d_q, d_k, n_heads))
 

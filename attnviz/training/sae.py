@@ -53,25 +53,25 @@ class SAEObjective(Objective):
         site, d_in = self.sae.cfg.site, self.sae.cfg.d_in
         subspace = self.cfg.init == "subspace"  # the only one that needs the covariance
         total = torch.zeros(d_in, dtype=torch.float64)
-        second = torch.zeros((d_in, d_in) if subspace else (), dtype=torch.float64)
+        sq = torch.zeros((), dtype=torch.float64)
+        second = torch.zeros(d_in, d_in, dtype=torch.float64) if subspace else None
         count = 0
         for batch in store.batches(8, (site,), shuffle=False, by="context", chunks=chunks[:4]):
             x = self._tokens(batch).double()
             total += x.sum(0)
-            second += x.T @ x if subspace else x.pow(2).sum()
+            sq += x.pow(2).sum()
+            if second is not None:
+                second += x.T @ x
             count += x.shape[0]
         mean = total / count
         device = self.sae.W_enc.device
         self.sae.coder.b_out.copy_(mean.float().to(device))
-        if subspace:
-            covariance = second / count - torch.outer(mean, mean)
-            variance = covariance.trace()
-        else:
-            variance = second / count - mean.pow(2).sum()
-        self.scale = variance.float().clamp_min(1e-8).to(device)
+        variance = (sq / count - mean.pow(2).sum()).float()
+        self.scale = variance.clamp_min(1e-8).to(device)
         if self.cfg.init != "random":
             directions = self.sae.W_dec.detach().cpu()
-            if subspace:
+            if second is not None:
+                covariance = second / count - torch.outer(mean, mean)
                 directions = _into_active_subspace(
                     directions.shape[0], covariance, self.cfg.subspace_variance, self.cfg.seed
                 )

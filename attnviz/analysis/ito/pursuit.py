@@ -6,7 +6,8 @@ gradient pursuit to compare SAE dictionaries without their encoders).
 Everything runs in *correlation space*: with c0 = U y (each unit atom's inner product with the
 input; U is D with its rows scaled to unit norm) and the Gram matrix G = U U^T computed once per
 dictionary, a step that changes the coefficients on the chosen set S by delta updates every
-correlation as c -= delta_S G[S], which costs tokens x |S| x n_atoms instead of the tokens x n_atoms x d of recomputing D r. That sum is an
+correlation as c -= delta_S G[S], which costs tokens x |S| x n_atoms instead of the
+tokens x n_atoms x d of recomputing D r. That sum is an
 embedding bag over G's rows: G stays in the CPU's cache where a [tokens, |S|, n_atoms] copy of
 its rows would stream through memory. The chosen set is kept as slots per token ([tokens, step]
 atom ids, values, whether the slot is on, and their [tokens, step, step] Gram matrix, a row a
@@ -262,8 +263,7 @@ def _solve(
     whole chunk running). The slots start `FIRST_SLOTS` wide and double when a step needs more,
     which by then is usually on fewer tokens."""
     B = y.shape[0]
-    out = [torch.zeros(B, target, dtype=torch.long, device=y.device),
-           torch.zeros(B, target, device=y.device), torch.zeros(B, target, device=y.device)]  # fmt: skip
+    out: list[Tensor] = []  # the whole chunk's slots, made when its rows are first packed
     rows = torch.arange(B, device=y.device)  # the chunk's row of each working row
     c0 = y @ D.T  # [B, n]
     c = c0  # MP updates it in place (it never reads c0); OMP and GP's first update makes c anew
@@ -288,6 +288,8 @@ def _solve(
     via_residual = max(8, D.shape[1] // 8)
 
     def write_out() -> None:
+        if not out:
+            out.extend(a.new_zeros(B, target) for a in slots)
         for whole, part in zip(out, slots, strict=True):
             whole[rows, :ran] = part[:, :ran]
 
@@ -362,7 +364,10 @@ def _solve(
             if reads_r2:  # the residual's norm is read only to stop early
                 r2 = y2 - 2 * (val * c0.gather(1, idx)).sum(-1) + _quad(val, gss)
         live = live & take & (r2 > stop_at) if reads_r2 else live & take
-    write_out()
+    if out:  # some rows were packed away: the last ones join them
+        write_out()
+    else:
+        out = slots
     return out[0][:, :ran], out[1][:, :ran], out[2][:, :ran], ran
 
 

@@ -38,6 +38,7 @@ from attnviz.analysis.qk.explain import (
 from attnviz.analysis.qk.reference import dense_masked_scores
 from attnviz.analysis.qk.scores import (
     PairBlock,
+    masked_and_bias_scores,
     masked_scores,
     pair_contributions,
     pattern_from_features,
@@ -51,6 +52,7 @@ __all__ = [
     "dense_masked_scores",
     "feature_map",
     "key_bias_term",
+    "masked_and_bias_scores",
     "masked_scores",
     "pair_contributions",
     "pattern_from_features",

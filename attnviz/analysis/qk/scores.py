@@ -324,6 +324,27 @@ def masked_scores(
     Sparse: work and memory scale with active features x kept partners x active sources, not
     with d_q x d_k x n_heads x n². `chunk` bounds the elements of any working block; the output
     itself is [batch, n_heads, n, n]. Float32 throughout. [n, d] inputs give [n_heads, n, n]."""
+    return _masked_scores(qk, f_q, f_k, pairs, rotary, positions, include_row_constants, chunk)[0]
+
+
+def masked_and_bias_scores(
+    qk: QKDictionary, f_q: Tensor, f_k: Tensor, pairs: PairTable,
+    rotary: Rotary | None, positions: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """masked_scores, and the scores of the bias terms alone (no pair kept: the baseline the
+    pairs improve on), from one computation of the bias terms."""
+    scores, bias = _masked_scores(qk, f_q, f_k, pairs, rotary, positions, False, chunk, True)
+    assert bias is not None
+    return scores, bias
+
+
+def _masked_scores(
+    qk: QKDictionary, f_q: Tensor, f_k: Tensor, pairs: PairTable | None,
+    rotary: Rotary | None, positions: Tensor | None, include_row_constants: bool, chunk: int,
+    keep_bias: bool = False,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """masked_scores, with a copy of the bias terms' scores taken before the pairs are added when
+    `keep_bias`."""
     inp = checked_inputs(qk, f_q, f_k, pairs, rotary, positions)
     w, rotary, pos, device = inp.w, inp.rotary, inp.pos, inp.device
     batch, n = inp.f_q.shape[:2]
@@ -337,6 +358,7 @@ def masked_scores(
             if bias.shape == full
             else torch.empty(full, device=device).copy_(bias)
         )
+        kept = scores.clone() if keep_bias else None
         if pairs is not None:
             table = prepare_pairs(w, pairs, rotary, chunk)
             for bi in range(batch):
@@ -351,8 +373,13 @@ def masked_scores(
                     # Sources after dest land in cells the causal mask overwrites below.
                     idx = blk.at[:, None] + blk.src[None, :]
                     flat.scatter_add_(0, idx.view(-1), blk.value.view(-1))
-        scores.masked_fill_(~causal_mask(n, device=device), float("-inf"))
-    return scores[0] if inp.squeeze else scores
+        future = ~causal_mask(n, device=device)
+        scores.masked_fill_(future, float("-inf"))
+        if kept is not None:
+            kept.masked_fill_(future, float("-inf"))
+    if inp.squeeze:
+        return scores[0], None if kept is None else kept[0]
+    return scores, kept
 
 
 def pattern_from_features(
